@@ -1,0 +1,57 @@
+# The README's two commands are `make run` and `make test`; both create .venv first if needed.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Stage commands say `python` and `dvc`: they must be the ones in .venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run repro test test-fast lint bench browser dvc.yaml clean lock
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	test -d $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(STAMP)  ## create .venv with every dependency pinned exactly
+
+run: $(STAMP)  ## run the whole pipeline with Snakemake (what is out of date)
+	snakemake --cores 4 --resources gpu=1
+
+repro: $(STAMP)  ## run the whole pipeline with DVC instead
+	dvc repro
+
+browser:  ## install Debian's headless Chromium for the report's browser test
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+test: $(STAMP) browser  ## run every test, slow ones included
+	pytest
+
+test-fast: $(STAMP)  ## run the tests that take seconds
+	pytest -m "not slow and not browser"
+
+lint: $(STAMP)  ## ruff, and check that dvc.yaml matches the pipeline definition
+	ruff check .
+	python -m mnist_basics.pipeline --check
+
+dvc.yaml: $(STAMP)  ## regenerate dvc.yaml from mnist_basics/pipeline.py
+	python -m mnist_basics.pipeline
+
+bench: $(STAMP)  ## time the pipeline; writes bench/results.json
+	python bench/run.py
+
+lock:  ## re-pin requirements.txt from pyproject.toml (in a scratch venv)
+	rm -rf /tmp/mnist-basics-lock && python3 -m venv /tmp/mnist-basics-lock
+	/tmp/mnist-basics-lock/bin/pip install --quiet -e '.[dev]'
+	{ head -2 requirements.txt; /tmp/mnist-basics-lock/bin/pip freeze --exclude-editable; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+
+clean:  ## remove the pipeline's outputs (DVC's cache keeps them)
+	rm -rf data/mnist_sample data/*.safetensors data/counts.json models metrics/*.json \
+	  metrics/*.csv reports/index.html reports/accuracy.csv logs benchmarks .snakemake

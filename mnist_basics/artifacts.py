@@ -1,0 +1,122 @@
+"""Reading and writing artifacts so that nobody ever sees half of one.
+
+Every file a stage writes goes to a temporary file in the same folder, is flushed to disk,
+and is then `os.replace`d into place: a crash, a kill or a full disk leaves either the old
+artifact or the new one, never a mix. Tensors are safetensors (no pickle anywhere); small
+records are JSON with sorted keys, so equal content means equal bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnist_basics import PipelineError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it's gone."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+    except OSError as e:
+        raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run the stage that writes it first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
+    """One header line from the first row's keys, then one line per row."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata=None) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a truncated or foreign file (a pickle, say) is refused."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run the stage that writes it first") from None
+    except IsADirectoryError:
+        raise PipelineError(f"{path}: is a directory, not a safetensors file") from None
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise PipelineError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+def replace_dir(src: str | Path, dst: str | Path) -> None:
+    """Move the finished folder `src` to `dst`, swapping out any previous `dst` last."""
+    src, dst = Path(src), Path(dst)
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old."))
+        os.replace(dst, old / dst.name)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        if old is not None:  # put the previous good copy back
+            os.replace(old / dst.name, dst)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,85 @@
+"""What every stage script shares: its flags, its error handling, its CPU budget, its progress.
+
+A stage's flags come from its entry in `pipeline.py`, with the pipeline's paths as defaults,
+so `python stages/mlp.py` runs standalone and `--help` shows where inputs come from and where
+outputs go.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from mnist_basics import PipelineError
+from mnist_basics.pipeline import BY_NAME, PARAMS
+
+T = TypeVar("T")
+log = logging.getLogger("mnist_basics")
+
+
+def parser(stage: str, description: str | None) -> argparse.ArgumentParser:
+    s = BY_NAME[stage]
+    ap = argparse.ArgumentParser(
+        prog=s.script,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if s.params:
+        ap.add_argument(
+            "--params",
+            type=Path,
+            default=Path(PARAMS),
+            help=f"params file; reads sections {', '.join(s.params)} (default: %(default)s)",
+        )
+    groups = [("inputs", "read", s.inputs), ("outputs", "written", s.outputs),
+              ("metrics", "written, kept in git", s.metrics),
+              ("plots", "written, kept in git", s.plots)]
+    for title, verb, flags in groups:
+        if not flags:
+            continue
+        g = ap.add_argument_group(title)
+        for flag, path in flags.items():
+            g.add_argument(
+                f"--{flag.replace('_', '-')}",
+                type=Path,
+                default=Path(path),
+                metavar="PATH",
+                help=f"{verb} (default: {path})",
+            )
+    return ap
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run a stage's main(): a PipelineError becomes one line on stderr and exit status 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        main()
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def cpu_threads() -> int:
+    """The threads this stage may use: what its engine granted, else every core.
+
+    Snakemake exports OMP_NUM_THREADS = the rule's `threads`; DVC runs one stage at a time.
+    """
+    granted = os.environ.get("OMP_NUM_THREADS", "")
+    cores = os.cpu_count() or 1
+    return max(1, min(int(granted), cores)) if granted.isdigit() else cores
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
+    """A progress bar on a terminal; nothing in a log (stages log one line per epoch)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, total=total, leave=False, disable=not sys.stderr.isatty())

@@ -1,0 +1,163 @@
+"""Every knob of the pipeline, validated: one pydantic model per `params.yaml` section.
+
+A stage loads only the sections it declares in `pipeline.py` (so DVC reruns it exactly when
+one of them changes) and validates them before it touches any output. A bad value fails
+with one line that names the key and what is allowed:
+
+    params.yaml: mlp.lr: must be greater than 0 (got -1.0)
+    params.yaml: train.device: must be one of 'auto', 'cpu', 'cuda' (got 'tpu')
+    params.yaml: mlp.lrr: unknown key; allowed keys: batch_size, epochs, hidden, lr
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mnist_basics import PipelineError
+
+
+class Section(BaseModel):
+    # Strict: a string "0.1" is not a float, and an unknown key is an error, not a no-op.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+PositiveInt = Annotated[int, Field(ge=1)]
+Lr = Annotated[float, Field(gt=0, le=100)]
+
+
+class Data(Section):
+    """Where the archive comes from and how it is checked (stage `download`)."""
+
+    url: Annotated[str, Field(pattern=r"^(https?|file)://")] = (
+        "https://s3.amazonaws.com/fast-ai-sample/mnist_sample.tgz"
+    )
+    md5: Hex32 = "2dbc7ec6f9259b583af0072c55816a88"  # fastai's official archive
+    content_digest: Hex64 = (  # sha256 over the extracted tree: accepts faithful re-packs
+        "29743d517671a15e07307cef44044a5fa335fcdafac6fcb3f1268f010df9b428"
+    )
+    max_members: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000  # the real one has 14,435
+    max_bytes: Annotated[int, Field(ge=1, le=10**10)] = 200_000_000  # extracted size cap
+
+
+class Train(Section):
+    """Shared by every training stage."""
+
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available, else cpu
+
+
+class Linear(Section):
+    """The chapter's hand-written linear model: `linear1` trained with `BasicOptim`."""
+
+    lr: Lr = 1.0
+    batch_size: PositiveInt = 256
+    epochs: PositiveInt = 20
+
+
+class Mlp(Section):
+    """`simple_net`: 784-30-ReLU-1, same loss and optimizer."""
+
+    lr: Lr = 0.1
+    batch_size: PositiveInt = 256
+    epochs: PositiveInt = 40
+    hidden: PositiveInt = 30
+
+
+class Resnet18(Section):
+    """torchvision's resnet18 from scratch, one-cycle schedule (the book's fit_one_cycle)."""
+
+    lr: Lr = 0.1  # peak learning rate of the one-cycle schedule
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 256
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25  # fraction of steps spent warming up
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    channels_last: bool = True  # memory format for the convolutions
+    bf16: bool = False  # autocast matmuls and convolutions to bfloat16
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": Data,
+    "train": Train,
+    "linear": Linear,
+    "mlp": Mlp,
+    "resnet18": Resnet18,
+}
+
+
+def _describe(err: dict) -> str:
+    kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']} (got {got!r})"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']} (got {got!r})"
+    if kind == "less_than":
+        return f"must be less than {ctx['lt']} (got {got!r})"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']} (got {got!r})"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']} (got {got!r})"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx['pattern']} (got {got!r})"
+    if kind == "missing":
+        return "is missing"
+    return f"{err['msg'].lower()} (got {got!r})"
+
+
+def _fail(path: Path, msg: str) -> PipelineError:
+    return PipelineError(f"{path}: {msg}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise _fail(path, "not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise _fail(path, f"is not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise _fail(path, "must be a mapping of sections (data, train, linear, ...)")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise _fail(path, f"unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
+    return raw
+
+
+def load(path: str | Path, *names: str) -> dict[str, Section]:
+    """Validate and return the named sections of params.yaml, e.g. `load(p, "train", "mlp")`."""
+    path = Path(path)
+    raw = read_yaml(path)
+    out = {}
+    for name in names:
+        model = SECTIONS[name]
+        values = raw.get(name)
+        if not isinstance(values, dict):
+            raise _fail(path, f"{name}: section is missing or not a mapping")
+        unknown = sorted(set(values) - set(model.model_fields))
+        if unknown:
+            allowed = ", ".join(sorted(model.model_fields))
+            raise _fail(path, f"{name}.{unknown[0]}: unknown key; allowed keys: {allowed}")
+        missing = sorted(set(model.model_fields) - set(values))
+        if missing:
+            raise _fail(path, f"{name}.{missing[0]}: is missing")
+        try:
+            out[name] = model.model_validate(values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join([name, *map(str, err["loc"])])
+            raise _fail(path, f"{key}: {_describe(err)}") from None
+    return out
+
+
+def defaults() -> dict:
+    """params.yaml as the defaults above would write it (used by tests and `make params`)."""
+    return {name: model().model_dump() for name, model in SECTIONS.items()}

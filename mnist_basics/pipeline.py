@@ -1,0 +1,236 @@
+"""The pipeline's one definition: every stage, its command, inputs, params and outputs.
+
+Both engines read this list and nothing else:
+- `dvc.yaml` is generated from it (`make dvc.yaml`, i.e. `python -m mnist_basics.pipeline`),
+  committed, and checked to be current by `tests/test_engines.py`;
+- the `Snakefile` builds one rule per stage from it.
+
+Every path a stage reads or writes is named once here and reaches the stage script as a
+command-line flag, so a stage never hard-codes where its data lives.
+
+Run `python -m mnist_basics.pipeline --check` to verify that dvc.yaml matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DVC_YAML = ROOT / "dvc.yaml"
+PARAMS = "params.yaml"
+
+# -- Artifacts -------------------------------------------------------------------------------
+RAW = "data/mnist_sample"  # the extracted archive: train/{3,7}, valid/{3,7}, labels.csv
+DIRECTORIES = {RAW}  # outputs that are folders rather than files
+TENSORS = "data/mnist_sample.safetensors"  # train_x, train_y, valid_x, valid_y (uint8)
+COUNTS = "data/counts.json"  # images per split and class
+
+METHODS = ("pixel_mean", "linear", "mlp", "resnet18")
+TRAINED = ("linear", "mlp", "resnet18")  # the methods that train, on a GPU when there is one
+
+
+def checkpoint(name: str) -> str:
+    return f"models/{name}.safetensors"
+
+
+def model_card(name: str) -> str:
+    """The JSON beside a checkpoint: architecture and the params it was trained with."""
+    return f"models/{name}.json"
+
+
+def predictions(name: str) -> str:
+    """Each method's verdict on every validation digit, for the report's mistakes and confusion."""
+    return f"models/{name}_valid.safetensors"
+
+
+def metrics(name: str) -> str:
+    return f"metrics/{name}.json"
+
+
+def history(name: str) -> str:
+    return f"metrics/{name}_history.csv"
+
+
+def timing(name: str) -> str:
+    """Wall-clock figures live apart from metrics so that reruns stay byte-identical."""
+    return f"metrics/{name}_timing.json"
+
+
+STEPS = "metrics/resnet18_steps.csv"  # per-step loss and learning rate of the one-cycle run
+REPORT = "reports/index.html"
+ACCURACY_CSV = "reports/accuracy.csv"
+
+# The shared code each stage imports; editing a module reruns exactly the stages listed here.
+# tests/test_engines.py checks the list against what each stage script really imports.
+COMMON = [
+    "mnist_basics/__init__.py",
+    "mnist_basics/params.py",
+    "mnist_basics/artifacts.py",
+    "mnist_basics/cli.py",
+    "mnist_basics/pipeline.py",
+]
+TRAINING = [*COMMON, "mnist_basics/data.py", "mnist_basics/train.py"]
+MODEL_CODE = {  # the module that holds each method
+    "pixel_mean": "mnist_basics/pixel_mean.py",
+    "linear": "mnist_basics/models.py",
+    "mlp": "mnist_basics/models.py",
+    "resnet18": "mnist_basics/resnet.py",
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: `python stages/<name>.py` with a flag per input and output path."""
+
+    name: str
+    inputs: dict[str, str] = field(default_factory=dict)  # flag -> path read
+    outputs: dict[str, str] = field(default_factory=dict)  # flag -> path written (DVC-cached)
+    metrics: dict[str, str] = field(default_factory=dict)  # flag -> small JSON kept in git
+    plots: dict[str, str] = field(default_factory=dict)  # flag -> CSV kept in git
+    code: list[str] = field(default_factory=list)  # package modules the stage imports
+    params: list[str] = field(default_factory=list)  # params.yaml sections the stage reads
+    gpu: bool = False  # trains a model: one GPU (or the whole CPU) at a time
+    multicore: bool = False  # uses every core it is given (the others use one)
+    plot_axes: dict[str, tuple[str, str]] = field(default_factory=dict)  # plot path -> (x, y)
+
+    @property
+    def script(self) -> str:
+        return f"stages/{self.name}.py"
+
+    @property
+    def deps(self) -> list[str]:
+        return [self.script, *self.code, *self.inputs.values()]
+
+    @property
+    def all_outputs(self) -> list[str]:
+        return [*self.outputs.values(), *self.metrics.values(), *self.plots.values()]
+
+    @property
+    def cmd(self) -> str:
+        flags = {**self.inputs, **self.outputs, **self.metrics, **self.plots}
+        parts = ["python", self.script]
+        if self.params:
+            parts += ["--params", PARAMS]
+        for flag, path in flags.items():
+            parts += [f"--{flag.replace('_', '-')}", path]
+        return " ".join(parts)
+
+
+def _method_stage(name: str, *, extra_plots: dict[str, str] | None = None) -> Stage:
+    trains = name in TRAINED
+    plots = {"history": history(name), **(extra_plots or {})}
+    axes = {history(name): ("epoch", "valid_accuracy")}
+    if name == "resnet18":
+        axes[STEPS] = ("step", "lr")
+    return Stage(
+        name=name,
+        inputs={"tensors": TENSORS},
+        outputs={
+            "checkpoint": checkpoint(name),
+            "model_card": model_card(name),
+            "predictions": predictions(name),
+        },
+        metrics={"metrics": metrics(name), "timing": timing(name)},
+        plots=plots,
+        code=[*TRAINING, MODEL_CODE[name]],
+        params=["train", name] if trains else [],
+        gpu=trains,
+        multicore=trains,
+        plot_axes=axes,
+    )
+
+
+STAGES: list[Stage] = [
+    Stage(
+        name="download",
+        outputs={"out": RAW},
+        code=[*COMMON, "mnist_basics/download.py"],
+        params=["data"],
+    ),
+    Stage(
+        name="stack",
+        inputs={"raw": RAW},
+        outputs={"tensors": TENSORS, "counts": COUNTS},
+        code=[*COMMON, "mnist_basics/data.py"],
+        multicore=True,  # decodes PNGs in parallel
+    ),
+    _method_stage("pixel_mean"),
+    _method_stage("linear"),
+    _method_stage("mlp"),
+    _method_stage("resnet18", extra_plots={"steps": STEPS}),
+    Stage(
+        name="report",
+        inputs={
+            "counts": COUNTS,
+            "tensors": TENSORS,
+            **{f"{m}_checkpoint": checkpoint(m) for m in ("pixel_mean", "linear", "mlp")},
+            **{f"{m}_predictions": predictions(m) for m in METHODS},
+            **{f"{m}_metrics": metrics(m) for m in METHODS},
+            **{f"{m}_history": history(m) for m in METHODS},
+            **{f"{m}_timing": timing(m) for m in METHODS},
+            "resnet18_steps": STEPS,
+        },
+        outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
+        code=[*COMMON, "mnist_basics/data.py", "mnist_basics/report.py",
+              "mnist_basics/templates/report.html.j2"],
+        params=["data", "train", *TRAINED],
+    ),
+]
+
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def dvc_stages() -> dict:
+    """The `stages:` mapping of dvc.yaml."""
+    out = {}
+    for s in STAGES:
+        d: dict = {"cmd": s.cmd, "deps": s.deps}
+        if s.params:
+            d["params"] = list(s.params)
+        if s.outputs:
+            d["outs"] = list(s.outputs.values())
+        if s.metrics:
+            d["metrics"] = [{p: {"cache": False}} for p in s.metrics.values()]
+        if s.plots:
+            d["plots"] = []
+            for p in s.plots.values():
+                props: dict = {"cache": False}
+                if p in s.plot_axes:
+                    props["x"], props["y"] = s.plot_axes[p]
+                d["plots"].append({p: props})
+        out[s.name] = d
+    return out
+
+
+HEADER = """\
+# GENERATED from mnist_basics/pipeline.py by `make dvc.yaml`: edit that file, not this one.
+# The Snakefile builds its rules from the same definition.
+"""
+
+
+def render_dvc_yaml() -> str:
+    body = yaml.safe_dump({"stages": dvc_stages()}, sort_keys=False, width=1000)
+    return HEADER + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
+    args = ap.parse_args(argv)
+    text = render_dvc_yaml()
+    if args.check:
+        if not DVC_YAML.exists() or DVC_YAML.read_text() != text:
+            print("dvc.yaml is out of date: run `make dvc.yaml`", file=sys.stderr)
+            return 1
+        return 0
+    DVC_YAML.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
