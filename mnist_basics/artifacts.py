@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     import torch
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it's gone."""
@@ -36,6 +40,7 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
         raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual mode
     try:
         yield tmp
         with open(tmp, "rb+") as f:
