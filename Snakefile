@@ -1,7 +1,8 @@
 # The Snakemake view of the pipeline. Its rules are built from mnist_basics/pipeline.py, the
 # same definition that generates dvc.yaml, so the two engines run the same commands on the
 # same files. This file adds only what is Snakemake's own: threads, a `gpu` resource on the
-# training stages, a log and a benchmark per rule, and committing the results to DVC.
+# training stages, a log and a benchmark per rule, how Snakemake sees params, and committing
+# the results to DVC so that both engines share one state.
 #
 #   snakemake --cores 4 --resources gpu=1      # run everything that is out of date
 #   snakemake -n                               # show what would run
@@ -10,6 +11,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, workflow.basedir)  # the package, even when it isn't installed
 
@@ -28,27 +32,54 @@ except PipelineError as e:
     raise WorkflowError(str(e)) from None
 
 STARTED = time.time()
-CORES = min(workflow.cores, os.cpu_count() or 1)
+CORES = os.cpu_count() or 1  # Snakemake lowers a rule's threads to --cores when needed
+LOCKED = (yaml.safe_load(Path("dvc.lock").read_text()) or {}) if Path("dvc.lock").exists() else {}
+
+
+def params_stamp(s):
+    """A file holding the params sections a stage reads, as an input of its rule.
+
+    Snakemake compares inputs by mtime, so the stamp is rewritten only when the values change.
+    It is dated 1970 when the values are those dvc.lock recorded for the stage's outputs:
+    outputs that DVC made stay up to date here too, and a changed value reruns the stage
+    under either engine.
+    """
+    path = Path(f".snakemake/params/{s.name}.yaml")
+    values = {section: config[section] for section in s.params}
+    text = yaml.safe_dump(values, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        locked = LOCKED.get("stages", {}).get(s.name, {}).get("params", {}).get(PARAMS)
+        if locked == values:
+            os.utime(path, (0, 0))
+    return str(path)
 
 
 def log_of(name):
     return f"logs/{name}.log"
 
 
+rule all:
+    # The default target: every stage's outputs, up to the report.
+    default_target: True
+    input: [p for s in STAGES for p in s.all_outputs]
+
+
 for s in STAGES:
 
     rule:
         name: s.name
-        input: s.deps
+        input: [*s.deps, *([params_stamp(s)] if s.params else [])]
         output: [directory(p) if p in DIRECTORIES else p for p in s.all_outputs]
-        # The values of the params.yaml sections the stage reads: Snakemake reruns the
-        # stage when they change, and only then (as DVC does).
-        params: **{section: config[section] for section in s.params}
+        # `shell:` is evaluated when the job runs, after this loop has moved on: bind now.
+        params: cmd=s.cmd
         threads: CORES if s.multicore else 1
         resources: gpu=int(s.gpu)
+        conda: "environment.yml"  # used only with --software-deployment-method conda
         log: log_of(s.name)
         benchmark: f"benchmarks/{s.name}.tsv"
-        shell: s.cmd + " > {log} 2>&1"
+        shell: "{params.cmd} > {log} 2>&1"
 
 
 onsuccess:

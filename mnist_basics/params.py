@@ -91,8 +91,13 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 
+def _num(x):
+    return int(x) if isinstance(x, float) and x.is_integer() else x
+
+
 def _describe(err: dict) -> str:
-    kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
+    kind, got = err["type"], err.get("input")
+    ctx = {k: _num(v) for k, v in err.get("ctx", {}).items()}
     if kind == "greater_than":
         return f"must be greater than {ctx['gt']} (got {got!r})"
     if kind == "greater_than_equal":

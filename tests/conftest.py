@@ -63,3 +63,47 @@ def make_tiny_tensors(path: Path, n_train: int = 96, n_valid: int = 48, seed: in
 @pytest.fixture
 def tiny_tensors(tmp_path) -> Path:
     return make_tiny_tensors(tmp_path / "tiny.safetensors")
+
+
+def content_digest(folder: Path) -> str:
+    """The archive's content digest, written out independently of mnist_basics.download."""
+    import hashlib
+
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    lines = "".join(
+        f"{hashlib.sha256((folder / f).read_bytes()).hexdigest()}  {f}\n" for f in files
+    )
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def make_tiny_tree(root: Path, n_train: int = 24, n_valid: int = 12, seed: int = 0) -> Path:
+    """A tiny mnist_sample/ folder of real PNG files (the tiny_tensors digits), with labels.csv."""
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    t = load_file(make_tiny_tensors(root / "tiny.safetensors", n_train, n_valid, seed))
+    (root / "tiny.safetensors").unlink()
+    top = root / "mnist_sample"
+    rows = ["name,label"]
+    for split in ("train", "valid"):
+        for i, (x, y) in enumerate(zip(t[f"{split}_x"], t[f"{split}_y"], strict=True)):
+            cls = "3" if y else "7"
+            name = f"{split}/{cls}/{1000 + i}.png"
+            (top / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x.numpy(), mode="L").save(top / name)
+            rows.append(f"{name},{0 if y else 1}")
+    (top / "labels.csv").write_text("\n".join(rows) + "\n")
+    return top
+
+
+def make_tiny_archive(root: Path, **kw) -> tuple[Path, str, str]:
+    """A tiny, well-formed mnist_sample.tgz: returns (path, md5, content digest)."""
+    import hashlib
+    import tarfile
+
+    src = root / "tree"
+    top = make_tiny_tree(src, **kw)
+    path = root / "mnist_sample.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(top, arcname="mnist_sample")
+    return path, hashlib.md5(path.read_bytes()).hexdigest(), content_digest(top)
