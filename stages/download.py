@@ -1,0 +1,23 @@
+"""Stage download: fetch fastai's MNIST_SAMPLE archive, verify it, extract it to --out.
+
+    python stages/download.py                                    # params.yaml data.url
+    MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz python stages/download.py   # offline copy
+
+MNIST_SAMPLE_URL takes a path, a file:// URL or an http(s) URL. Without it, a valid copy at
+~/.fastai/archive/mnist_sample.tgz is used before the network. The archive is accepted when
+its md5 is data.md5 or its extracted tree has data.content_digest; the output
+(train/{3,7}, valid/{3,7}, labels.csv) is replaced only once everything checks out.
+"""
+
+from mnist_basics import cli, params
+from mnist_basics.download import download
+
+
+def main() -> None:
+    args = cli.parser("download", __doc__).parse_args()
+    data = params.load(args.params, "data")["data"]
+    download(data, args.out)
+
+
+if __name__ == "__main__":
+    cli.run(main)

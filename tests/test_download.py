@@ -1,0 +1,379 @@
+"""Stage download: sources (path, file://, http, fastai cache), verification, safe extraction.
+
+Every broken or hostile archive is built here with tarfile; the http cases run against a
+local http.server. Each failure must leave the previous output as it was and no temp folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnist_basics import PipelineError
+from mnist_basics.download import CLASS_DIRS, content_digest, download, md5sum
+from mnist_basics.params import Data, defaults
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL_COUNTS = {"train/3": 6131, "train/7": 6265, "valid/3": 1010, "valid/7": 1028}
+
+
+# -- Building archives -----------------------------------------------------------------------
+
+
+def entry(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, link: str = ""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info, data
+
+
+def tiny_entries() -> list:
+    """A valid MNIST_SAMPLE in miniature: two 'PNGs' per class folder and labels.csv."""
+    out = [entry("mnist_sample/", kind=tarfile.DIRTYPE),
+           entry("mnist_sample/labels.csv", b"name,label\ntrain/3/0.png,3\n")]
+    for d in CLASS_DIRS:
+        out.append(entry(f"mnist_sample/{d}/", kind=tarfile.DIRTYPE))
+        out += [entry(f"mnist_sample/{d}/{i}.png", b"\x89PNG\r\n\x1a\n" + f"{d}{i}".encode())
+                for i in range(2)]
+    return out
+
+
+def pack(path: Path, entries: list) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+def digest_of(entries: list) -> str:
+    """The content digest by its definition, straight from the members (not from the library)."""
+    files = {i.name.removeprefix("mnist_sample/"): d for i, d in entries if i.isreg()}
+    text = "".join(f"{hashlib.sha256(files[r]).hexdigest()}  {r}\n" for r in sorted(files))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- Fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """No MNIST_SAMPLE_URL and an empty home, so no real fastai cache can interfere."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MNIST_SAMPLE_URL", raising=False)
+    return home
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    """A previous good output, which every failure must leave alone."""
+    out = tmp_path / "data" / "mnist_sample"
+    out.mkdir(parents=True)
+    (out / "old.txt").write_text("good")
+    return out
+
+
+def assert_untouched(out: Path) -> None:
+    assert (out / "old.txt").read_text() == "good"
+    assert sorted(os.listdir(out)) == ["old.txt"]
+    assert os.listdir(out.parent) == ["mnist_sample"]  # no temp folder, nothing escaped
+
+
+def assert_fails(data: Data, out: Path, *words: str) -> str:
+    with pytest.raises(PipelineError) as exc:
+        download(data, out)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg
+    assert_untouched(out)
+    return msg
+
+
+@pytest.fixture(scope="module")
+def unreachable() -> str:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist_sample.tgz"
+
+
+@pytest.fixture
+def tiny(tmp_path, unreachable) -> tuple[Path, Data]:
+    """A valid miniature archive, and data params that accept it by content digest."""
+    entries = tiny_entries()
+    return pack(tmp_path / "tiny.tgz", entries), Data(url=unreachable,
+                                                     content_digest=digest_of(entries))
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves `server.routes[path] = (content type, body, bytes actually sent)`."""
+
+    def do_GET(self):
+        route = self.server.routes.get(self.path)
+        if route is None:
+            self.send_error(404)
+            return
+        ctype, body, sent = route
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:sent])  # HTTP/1.0: the connection closes after this
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.routes = {}
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def serve(server, path: str, body: bytes, ctype="application/x-gzip", sent=None) -> str:
+    server.routes[path] = (ctype, body, len(body) if sent is None else sent)
+    return server.url + path
+
+
+# -- Checksums -------------------------------------------------------------------------------
+
+
+def test_content_digest_follows_its_definition(tmp_path):
+    entries = tiny_entries() + [entry("mnist_sample/train/3/10.png", b"ten")]  # sorts before 2
+    with tarfile.open(pack(tmp_path / "a.tgz", entries)) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    assert content_digest(tmp_path / "x/mnist_sample") == digest_of(entries)
+    assert md5sum(tmp_path / "a.tgz") == hashlib.md5((tmp_path / "a.tgz").read_bytes()).hexdigest()
+
+
+# -- Sources ---------------------------------------------------------------------------------
+
+
+def test_plain_path_replaces_previous_output(tiny, out, monkeypatch):
+    archive, data = tiny
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
+    result = download(data, out)
+    assert result.verified_by == "content digest"
+    assert result.counts == dict.fromkeys(CLASS_DIRS, 2)
+    assert sorted(os.listdir(out)) == ["labels.csv", "train", "valid"]
+    assert os.listdir(out.parent) == ["mnist_sample"]
+    assert content_digest(out) == data.content_digest
+
+
+def test_file_url_accepted_by_md5(tiny, out, monkeypatch):
+    archive, data = tiny
+    monkeypatch.setenv("MNIST_SAMPLE_URL", archive.as_uri())
+    data = data.model_copy(update={"md5": md5sum(archive), "content_digest": "0" * 64})
+    assert download(data, out).verified_by == "md5"
+    assert (out / "valid/7/1.png").is_file()
+
+
+def test_missing_override_file(tiny, out, monkeypatch, tmp_path):
+    _, data = tiny
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(tmp_path / "nope.tgz"))
+    assert_fails(data, out, "nope.tgz", "not found", "MNIST_SAMPLE_URL")
+
+
+def test_fastai_cache_needs_no_network(tiny, out, home):
+    archive, data = tiny  # data.url is unreachable
+    cache = home / ".fastai/archive/mnist_sample.tgz"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(archive.read_bytes())
+    assert download(data, out).source == str(cache)
+    assert (out / "labels.csv").is_file()
+
+
+def test_invalid_fastai_cache_is_skipped_for_the_url(tiny, out, home, server, caplog):
+    archive, data = tiny
+    cache = home / ".fastai/archive/mnist_sample.tgz"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(archive.read_bytes()[:100])  # a truncated copy
+    data = data.model_copy(update={"url": serve(server, "/ok.tgz", archive.read_bytes())})
+    caplog.set_level(logging.INFO, logger="mnist_basics")
+    assert download(data, out).source == data.url
+    assert "ignoring the fastai cache" in caplog.text
+    assert os.listdir(out.parent) == ["mnist_sample"]
+
+
+def test_override_wins_over_fastai_cache(tiny, out, home, monkeypatch, tmp_path):
+    archive, data = tiny
+    cache = home / ".fastai/archive/mnist_sample.tgz"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(archive.read_bytes())  # valid, but not what the user asked for
+    broken = [e for e in tiny_entries() if not e[0].name.endswith("labels.csv")]
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(pack(tmp_path / "broken.tgz", broken)))
+    assert_fails(data, out, "labels.csv")
+
+
+def test_http_serves_the_real_archive(mnist_archive, server, out):
+    data = Data(url=serve(server, "/mnist_sample.tgz", mnist_archive.read_bytes()))
+    result = download(data, out)
+    assert result.counts == REAL_COUNTS
+    assert result.verified_by in ("md5", "content digest")
+    assert os.listdir(out.parent) == ["mnist_sample"]
+
+
+@pytest.mark.parametrize("case", ["html", "html-as-binary", "404", "truncated", "unreachable"])
+def test_http_failures(case, tiny, server, out, unreachable):
+    archive, data = tiny
+    body = archive.read_bytes()
+    page = b"<!DOCTYPE html><html><body>Sign in</body></html>"
+    url, words = {
+        "html": (serve(server, "/page", page, "text/html; charset=utf-8"), ["HTML page"]),
+        "html-as-binary": (serve(server, "/page.tgz", page), ["HTML page"]),
+        "404": (server.url + "/missing.tgz", ["HTTP 404", "data.url"]),
+        "truncated": (serve(server, "/cut.tgz", body, sent=len(body) // 2),
+                      [f"stopped after {len(body) // 2} of {len(body)} bytes"]),
+        "unreachable": (unreachable, ["cannot reach", "MNIST_SAMPLE_URL", ".fastai/archive"]),
+    }[case]
+    assert_fails(data.model_copy(update={"url": url}), out, *words)
+
+
+# -- Hostile and broken archives -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (entry("mnist_sample/../../../escaped", b"x"), ["'..' path"]),
+        (entry("/tmp/mnist_sample_escaped", b"x"), ["absolute path"]),
+        (entry("mnist_sample/train/3/s.png", kind=tarfile.SYMTYPE, link="/etc/passwd"),
+         ["symbolic link"]),
+        (entry("mnist_sample/train/3/h.png", kind=tarfile.LNKTYPE, link="mnist_sample/labels.csv"),
+         ["hard link"]),
+        (entry("mnist_sample/train/3/tty", kind=tarfile.CHRTYPE), ["device file"]),
+        (entry("mnist_sample/fifo", kind=tarfile.FIFOTYPE), ["device file or FIFO"]),
+        (entry("other/x.png", b"x"), ["outside mnist_sample/"]),
+    ],
+    ids=["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "outside"],
+)
+def test_hostile_member_is_refused_before_extracting(bad, words, tiny, out, monkeypatch, tmp_path):
+    _, data = tiny
+    archive = pack(tmp_path / "bad.tgz", [*tiny_entries(), bad])
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
+    assert_fails(data, out, "unsafe member", *words)
+    assert not Path("/tmp/mnist_sample_escaped").exists()
+
+
+@pytest.mark.parametrize("cap", ["max_members", "max_bytes"])
+def test_caps(cap, tiny, out, monkeypatch):
+    archive, data = tiny
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
+    entries = tiny_entries()
+    limit = {"max_members": len(entries) - 1,
+             "max_bytes": sum(i.size for i, _ in entries) - 1}[cap]
+    assert_fails(data.model_copy(update={cap: limit}), out, f"data.{cap}")
+
+
+def _without(prefix: str) -> list:
+    return [e for e in tiny_entries() if not e[0].name.startswith(prefix)]
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("no valid/7", ["mnist_sample/valid/7/"]),
+        ("no labels.csv", ["labels.csv"]),
+        ("empty archive", ["empty"]),
+        ("empty file", ["empty"]),
+        ("truncated", ["truncated"]),
+        ("not an archive", ["not a readable .tgz"]),
+        ("html", ["HTML page", "MNIST_SAMPLE_URL"]),
+        ("checksum", ["checksum mismatch", "data.md5", "data.content_digest"]),
+    ],
+)
+def test_broken_archive(case, words, tiny, out, monkeypatch, tmp_path):
+    good, data = tiny
+    path = tmp_path / "broken.tgz"
+    if case == "no valid/7":
+        pack(path, _without("mnist_sample/valid/7"))
+    elif case == "no labels.csv":
+        pack(path, _without("mnist_sample/labels.csv"))
+    elif case == "empty archive":
+        pack(path, [])
+    elif case == "empty file":
+        path.write_bytes(b"")
+    elif case == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif case == "not an archive":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif case == "html":
+        path.write_bytes(b"\n<html><head><title>403 Forbidden</title></head></html>")
+    elif case == "checksum":  # a valid layout with one extra file: neither md5 nor digest match
+        pack(path, [*tiny_entries(), entry("mnist_sample/extra.txt", b"x")])
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(path))
+    assert_fails(data, out, *words)
+
+
+# -- The stage script ------------------------------------------------------------------------
+
+
+def run_stage(*args: str, home: Path, url: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "HOME": str(home), "MNIST_SAMPLE_URL": url}
+    return subprocess.run([sys.executable, "stages/download.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def write_params(path: Path, **data) -> Path:
+    values = defaults()
+    values["data"].update(data)
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_stage_extracts_the_real_archive(mnist_archive, tmp_path, home):
+    params = write_params(tmp_path / "params.yaml")
+    out = tmp_path / "data" / "mnist_sample"
+    proc = run_stage("--params", str(params), "--out", str(out), home=home, url=str(mnist_archive))
+    assert proc.returncode == 0, proc.stderr
+    counts = {d: len(list((out / d).glob("*.png"))) for d in CLASS_DIRS}
+    assert counts == REAL_COUNTS
+    assert (out / "labels.csv").is_file()
+    assert content_digest(out) == Data().content_digest
+    assert os.listdir(out.parent) == ["mnist_sample"]
+
+
+def test_stage_help(home):
+    proc = run_stage("--help", home=home)
+    assert proc.returncode == 0
+    assert "--out" in proc.stdout and "MNIST_SAMPLE_URL" in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["bad params", "missing file"])
+def test_stage_fails_with_one_line(case, tiny, tmp_path, home):
+    archive, _ = tiny
+    out = tmp_path / "new" / "mnist_sample"
+    if case == "bad params":  # validated before anything is touched: not even new/ appears
+        params, url, words = write_params(tmp_path / "p.yaml", max_members=0), str(archive), \
+            ["data.max_members", "at least 1"]
+    else:
+        params, url, words = write_params(tmp_path / "p.yaml"), str(tmp_path / "nope.tgz"), \
+            ["nope.tgz", "MNIST_SAMPLE_URL"]
+    proc = run_stage("--params", str(params), "--out", str(out), home=home, url=url)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and all(w in errors[0] for w in words), proc.stderr
+    assert not out.exists()
+    if case == "bad params":
+        assert not out.parent.exists()
