@@ -82,7 +82,46 @@ for s in STAGES:
         shell: "{params.cmd} > {log} 2>&1"
 
 
+# Hold DVC's locks while this run writes outputs, so the engines never race for the same
+# files: DVC's repository lock (a `dvc repro` started meanwhile fails fast with DVC's own
+# message) and DVC's write lock on every output (a `dvc repro` already running a stage makes
+# this run stop here). The OS drops both if Snakemake is killed.
+HELD = []
+
+
+onstart:
+    import zc.lockfile
+    from dvc.fs import localfs
+    from dvc.lock import LockError
+    from dvc.rwlock import rwlock
+
+    busy = (
+        "another DVC process (a `dvc repro`?) is working in this project; "
+        "wait for it to finish, then run again"
+    )
+    try:
+        HELD.append(zc.lockfile.LockFile(".dvc/tmp/lock"))
+        outputs = [os.path.abspath(p) for s in STAGES for p in s.all_outputs]
+        writing = rwlock(os.path.abspath(".dvc/tmp"), localfs, "snakemake", [], outputs, False)
+        writing.__enter__()
+        HELD.append(writing)
+    except (zc.lockfile.LockError, LockError):
+        release_dvc_locks()
+        raise WorkflowError(busy) from None
+
+
+def release_dvc_locks():
+    while HELD:
+        lock = HELD.pop()
+        lock.__exit__(None, None, None) if hasattr(lock, "__exit__") else lock.close()
+
+
+onerror:
+    release_dvc_locks()
+
+
 onsuccess:
+    release_dvc_locks()
     # Record what this run produced in dvc.lock (and DVC's cache), so `dvc status` agrees.
     ran = [s.name for s in STAGES
            if os.path.exists(log_of(s.name)) and os.path.getmtime(log_of(s.name)) >= STARTED]
