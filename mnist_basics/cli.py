@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,10 +55,19 @@ def parser(stage: str, description: str | None) -> argparse.ArgumentParser:
     return ap
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that `finally` blocks remove temporary files."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run(main: Callable[[], object]) -> None:
     """Run a stage's main(): a PipelineError becomes one line on stderr and exit status 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
     except PipelineError as e:
@@ -66,6 +76,9 @@ def run(main: Callable[[], object]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
 
 
 def cpu_threads() -> int:
