@@ -19,7 +19,9 @@ sys.path.insert(0, workflow.basedir)  # the package, even when it isn't installe
 
 from mnist_basics import PipelineError
 from mnist_basics.params import load
-from mnist_basics.pipeline import DIRECTORIES, PARAMS, STAGES
+from mnist_basics.pipeline import (
+    ACCURACY_CSV, DIRECTORIES, METHODS, PARAMS, REPORT, STAGES, STEPS, history,
+)
 
 
 configfile: PARAMS
@@ -56,6 +58,24 @@ def params_stamp(s):
     return str(path)
 
 
+# What `snakemake --report report.html` shows: output -> (caption, category, subcategory).
+CAPTIONS = {
+    REPORT: ("reports/captions/report.rst", "1. Report", None),
+    ACCURACY_CSV: ("reports/captions/accuracy.rst", "2. Accuracy", None),
+    **{history(m): ("reports/captions/history.rst", "3. Training history", m) for m in METHODS},
+    STEPS: ("reports/captions/steps.rst", "3. Training history", "resnet18"),
+}
+
+
+def declared(path):
+    if path in DIRECTORIES:
+        return directory(path)
+    if path in CAPTIONS:
+        caption, category, subcategory = CAPTIONS[path]
+        return report(path, caption=caption, category=category, subcategory=subcategory)
+    return path
+
+
 def log_of(name):
     return f"logs/{name}.log"
 
@@ -71,7 +91,7 @@ for s in STAGES:
     rule:
         name: s.name
         input: [*s.deps, *([params_stamp(s)] if s.params else [])]
-        output: [directory(p) if p in DIRECTORIES else p for p in s.all_outputs]
+        output: [declared(p) for p in s.all_outputs]
         # `shell:` is evaluated when the job runs, after this loop has moved on: bind now.
         params: cmd=s.cmd
         threads: CORES if s.multicore else 1

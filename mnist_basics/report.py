@@ -1,0 +1,647 @@
+"""The report: one self-contained HTML page to read beside the chapter, and the accuracy table.
+
+`python stages/report.py` reads whatever the other stages have written (metrics, histories,
+timings, checkpoints, validation predictions), draws the chapter's figures and writes
+- `reports/index.html`: every figure embedded as a PNG data: URI, inline CSS, no script, so it
+  opens from disk with no network;
+- `reports/accuracy.csv`: the accuracy table of the page, one row per method.
+
+A stage that has not run yet leaves a note in place of its section; the report still renders.
+Arrays are read with safetensors' numpy loader and figures are drawn with matplotlib's Agg
+canvas: the report never imports torch (seconds of start-up) or pyplot (global state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import datetime as dt
+import importlib.metadata
+import io
+import math
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from mnist_basics import PipelineError
+from mnist_basics.artifacts import read_json
+from mnist_basics.cli import parser as stage_parser
+from mnist_basics.data import CLASSES, LABEL, SIZE, SPLITS
+from mnist_basics.pipeline import METHODS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DPI = 100
+SECTIONS = {  # id -> heading, in the chapter's order
+    "summary": "Summary",
+    "accuracy": "Accuracy",
+    "data": "The data",
+    "pixel-similarity": "Pixel similarity",
+    "linear": "Linear model",
+    "mlp": "A neural network: simple_net",
+    "resnet18": "resnet18",
+    "mistakes": "Mistakes",
+    "reproducibility": "Reproducibility",
+}
+TITLES = {
+    "pixel_mean": "pixel mean (L1)",
+    "pixel_mean_rmse": "pixel mean (RMSE)",
+    "linear": "linear",
+    "mlp": "mlp",
+    "resnet18": "resnet18",
+}
+# fastbook 04_mnist_basics, its stored outputs; the book reports no RMSE accuracy.
+BOOK = {"pixel_mean": 0.9511, "pixel_mean_rmse": None, "linear": 0.9696, "mlp": 0.982826,
+        "resnet18": 0.997056}
+BOOK_PIXEL_MEAN = {"accuracy_3": 0.9168, "accuracy_7": 0.9854}
+# The book's distances from its sample 3 (`a_3 = stacked_threes[1]`) to the ideal digits.
+BOOK_SAMPLE = {("l1", "3"): 0.1114, ("rmse", "3"): 0.2021,
+               ("l1", "7"): 0.1586, ("rmse", "7"): 0.3021}
+MISTAKES_SHOWN = 12
+SAMPLES_SHOWN = 24  # digits of each class in the data section
+VERSIONS_OF = ("torch", "torchvision", "dvc", "snakemake")
+# What the report reads from each safetensors input (other tensors there are ignored).
+NEEDS = {
+    "tensors": {"train_x", "train_y", "valid_x", "valid_y"},
+    "checkpoint": {"pixel_mean": {"mean3", "mean7"}, "linear": {"weights"}, "mlp": {"0.weight"}},
+    "predictions": {"pixel_mean": {"prob3", "l1_3", "l1_7", "rmse_3", "rmse_7"}},
+}
+RERUN = ("snakemake --cores 4 --resources gpu=1", "dvc repro", "dvc exp run -S mlp.lr=0.05")
+
+
+# -- Inputs ----------------------------------------------------------------------------------
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """The stage's flags from pipeline.py, plus dvc.lock: read when there, never a dependency
+    (DVC rewrites it after every stage, the report included)."""
+    ap = stage_parser("report", description)
+    ap.add_argument("--dvc-lock", type=Path, default=Path("dvc.lock"), metavar="PATH",
+                    help="read for the artifact hashes, if it exists (default: %(default)s)")
+    return ap
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Every path the report reads, as the stage's flags name them."""
+
+    params: Path
+    counts: Path
+    tensors: Path
+    checkpoint: dict[str, Path]  # pixel_mean, linear, mlp (resnet18's weights draw nothing)
+    predictions: dict[str, Path]  # every method
+    metrics: dict[str, Path]
+    history: dict[str, Path]
+    timing: dict[str, Path]
+    resnet18_steps: Path
+    dvc_lock: Path = Path("dvc.lock")
+
+    @classmethod
+    def from_args(cls, args) -> Inputs:
+        def per_method(kind: str) -> dict[str, Path]:
+            # Not every method has every kind: resnet18's checkpoint is no input here.
+            return {m: getattr(args, f"{m}_{kind}") for m in METHODS
+                    if hasattr(args, f"{m}_{kind}")}
+
+        return cls(
+            params=args.params, counts=args.counts, tensors=args.tensors,
+            checkpoint=per_method("checkpoint"), predictions=per_method("predictions"),
+            metrics=per_method("metrics"), history=per_method("history"),
+            timing=per_method("timing"), resnet18_steps=args.resnet18_steps,
+            dvc_lock=args.dvc_lock,
+        )
+
+    def of(self, method: str) -> list[Path]:
+        """The files a method's stage writes that the report reads."""
+        kinds = (self.checkpoint, self.predictions, self.metrics, self.history, self.timing)
+        paths = [k[method] for k in kinds if method in k]
+        return paths + ([self.resnet18_steps] if method == "resnet18" else [])
+
+
+def read_arrays(path: Path, needs: set[str], stage: str) -> dict[str, np.ndarray]:
+    """A safetensors file as numpy arrays (the report only reads, so it needs no torch)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        arrays = load(Path(path).read_bytes())
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise PipelineError(f"{path}: not a valid safetensors file ({e})") from None
+    missing = sorted(needs - set(arrays))
+    if missing:
+        raise PipelineError(f"{path}: no tensor {missing[0]!r}; rerun the {stage} stage")
+    return arrays
+
+
+def read_rows(path: Path) -> list[dict[str, float | None]]:
+    """A history or steps CSV as rows of floats; an empty cell (no loss to report) is None."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
+                for r in rows]
+    except ValueError as e:
+        raise PipelineError(f"{path}: not a CSV of numbers ({e})") from None
+
+
+@dataclass
+class Run:
+    """What the stages have written so far; a file that is absent is simply not here."""
+
+    inputs: Inputs
+    params: dict[str, dict]
+    counts: dict[str, dict[str, int]] | None = None
+    tensors: dict[str, np.ndarray] | None = None
+    checkpoint: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    metrics: dict[str, dict] = field(default_factory=dict)
+    history: dict[str, list[dict]] = field(default_factory=dict)
+    timing: dict[str, dict] = field(default_factory=dict)
+    steps: list[dict] | None = None
+
+    def missing(self, method: str) -> list[str]:
+        return [str(p) for p in self.inputs.of(method) if not p.exists()]
+
+
+def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
+    """Read every input that exists. `params` are the validated sections (params.load)."""
+    run = Run(inputs, {name: section.model_dump() for name, section in params.items()})
+    if inputs.counts.exists():
+        run.counts = read_counts(inputs.counts)
+    if inputs.tensors.exists():
+        run.tensors = read_arrays(inputs.tensors, NEEDS["tensors"], "stack")
+    for kind, paths, into in [("checkpoint", inputs.checkpoint, run.checkpoint),
+                              ("predictions", inputs.predictions, run.predictions)]:
+        for method, path in paths.items():
+            if path.exists():
+                needs = NEEDS[kind].get(method, {"prob3"} if kind == "predictions" else set())
+                into[method] = read_arrays(path, needs, method)
+    for paths, into, read in [(inputs.metrics, run.metrics, read_json),
+                              (inputs.history, run.history, read_rows),
+                              (inputs.timing, run.timing, read_json)]:
+        for method, path in paths.items():
+            if path.exists():
+                into[method] = read(path)
+    if inputs.resnet18_steps.exists():
+        run.steps = read_rows(inputs.resnet18_steps)
+    if run.tensors is not None:
+        n = len(run.tensors["valid_y"])
+        for method, p in run.predictions.items():
+            if len(p["prob3"]) != n:
+                raise PipelineError(
+                    f"{inputs.predictions[method]}: prob3 holds {len(p['prob3'])} digits but "
+                    f"{inputs.tensors} has {n} validation digits; rerun the {method} stage")
+    return run
+
+
+# -- The accuracy table ----------------------------------------------------------------------
+def key_params(method: str, params: Mapping[str, dict]) -> str:
+    """The few params that make a method's result, in words."""
+    if method.startswith("pixel_mean"):
+        return "no training: the mean of each class's training images"
+    p = params[method]
+    epochs = f"{p['epochs']} epoch{'s' if p['epochs'] != 1 else ''}"
+    if method == "linear":
+        return f"lr {p['lr']}, batch {p['batch_size']}, {epochs}"
+    if method == "mlp":
+        return f"lr {p['lr']}, batch {p['batch_size']}, {epochs}, {p['hidden']} hidden"
+    return (f"one-cycle to lr {p['lr']}, batch {p['batch_size']}, {epochs}, "
+            f"weight decay {p['weight_decay']}" + (", bf16" if p["bf16"] else ""))
+
+
+def accuracy_rows(run: Run) -> list[dict[str, object]]:
+    """One row per method, the page's table and accuracy.csv alike; None where not known."""
+    rows = []
+    for key, title in TITLES.items():
+        method = "pixel_mean" if key.startswith("pixel_mean") else key
+        prefix = "rmse_" if key == "pixel_mean_rmse" else ""
+        m, t = run.metrics.get(method), run.timing.get(method, {})
+        acc = m.get(f"{prefix}accuracy") if m else None
+        book = BOOK[key]
+        rows.append({
+            "method": title,
+            "accuracy": acc,
+            "accuracy_3": m.get(f"{prefix}accuracy_3") if m else None,
+            "accuracy_7": m.get(f"{prefix}accuracy_7") if m else None,
+            "book_accuracy": book,
+            "difference": round(acc - book, 6) if acc is not None and book else None,
+            "train_seconds": t.get("train_seconds"),
+            "images_per_second": t.get("images_per_second"),
+            "params": key_params(key, run.params),
+        })
+    return rows
+
+
+# -- Figures ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """An embedded image: a PNG data: URI, its alt text and its size on the page."""
+
+    src: str
+    alt: str
+    width: int
+    height: int
+    caption: str = ""
+    pixelated: bool = False  # a digit shown as its pixels, scaled up without smoothing
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _canvas(width: float, height: float, **subplots):
+    """A matplotlib figure on the Agg canvas, with no pyplot state to leak or close."""
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return fig, fig.subplots(**subplots)
+
+
+def _chart(fig, alt: str, caption: str = "") -> Figure:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    w, h = fig.get_size_inches() * DPI
+    return Figure(_data_uri(buf.getvalue()), alt, round(w), round(h), caption)
+
+
+def _picture(img: np.ndarray, alt: str, scale: int, caption: str = "") -> Figure:
+    """A grey image, uint8 [H, W] with 0 = black, shown `scale` times its size."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, format="PNG")
+    h, w = img.shape
+    return Figure(_data_uri(buf.getvalue()), alt, w * scale, h * scale, caption, pixelated=True)
+
+
+def ink(x: np.ndarray) -> np.ndarray:
+    """MNIST's light-on-dark digit (uint8 or float in [0, 1]) as dark ink on white paper,
+    the way the book's `show_image` draws it: [..., 28, 28] -> uint8 [..., 28, 28]."""
+    import numpy as np
+
+    x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else x
+    return np.round(255 * (1 - np.clip(x, 0, 1))).astype(np.uint8)
+
+
+def montage(tiles: np.ndarray, cols: int, gap: int = 2, fill: float = 255) -> np.ndarray:
+    """Tiles [K, h, w] laid out in rows of `cols`: -> [rows*(h+gap)-gap, cols*(w+gap)-gap]."""
+    import numpy as np
+
+    k, h, w = tiles.shape
+    rows = math.ceil(k / cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), fill, dtype=tiles.dtype)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tile
+    return out
+
+
+def history_chart(method: str, rows: Sequence[Mapping], book: float | None) -> Figure:
+    """Loss (train and validation) and validation accuracy per epoch."""
+    epochs = [r["epoch"] for r in rows]
+    fig, (loss, acc) = _canvas(9, 3.2, ncols=2)
+    loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", label="train")
+    loss.plot(epochs, [r["valid_loss"] for r in rows], marker=".", label="validation")
+    loss.set(title=f"{method}: mnist_loss per epoch", xlabel="epoch", ylabel="loss")
+    loss.legend()
+    acc.plot(epochs, [r["valid_accuracy"] for r in rows], marker=".", color="C2",
+             label="this run")
+    if book:
+        acc.axhline(book, color="grey", linestyle="--", label=f"book ({book})")
+    acc.set(title=f"{method}: validation accuracy per epoch", xlabel="epoch",
+            ylabel="accuracy")
+    acc.legend(loc="lower right")
+    _whole_epochs(loss, acc)
+    last = rows[-1]
+    alt = (f"Two line charts for {method} over {len(rows)} epochs: training loss ends at "
+           f"{_fmt(last['train_loss'])} and validation loss at {_fmt(last['valid_loss'])}; "
+           f"validation accuracy ends at {_fmt(last['valid_accuracy'])}.")
+    return _chart(fig, alt)
+
+
+def _whole_epochs(*axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _fmt(v: float | None, places: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{places}f}"
+
+
+def _symmetric(w: np.ndarray) -> float:
+    """The colour scale's half-width, so that 0 sits in the middle of a diverging map."""
+    return float(abs(w).max()) or 1.0
+
+
+def linear_weights_chart(weights: np.ndarray) -> Figure:
+    """The 784 weights of `linear1` back in the image's shape: [784, 1] -> [28, 28]."""
+    w = weights.reshape(SIZE, SIZE)
+    v = _symmetric(w)
+    fig, ax = _canvas(4.6, 3.9)
+    im = ax.imshow(w, cmap="RdBu", vmin=-v, vmax=v)
+    ax.set(title="linear1 weights as a 28×28 image", xlabel="pixel column", ylabel="pixel row")
+    fig.colorbar(im, ax=ax, label="weight (blue: evidence for a 3)")
+    alt = (f"Heat map of the linear model's 784 weights in the shape of a digit; the colour "
+           f"scale is centred on 0 and runs from {-v:.2f} (red, a 7) to {v:.2f} (blue, a 3).")
+    return _chart(fig, alt)
+
+
+def hidden_units_chart(w: np.ndarray) -> Figure:
+    """Each hidden unit's 784 input weights as a tile: [hidden, 784] -> tiles [hidden, 28, 28]."""
+    import numpy as np
+
+    tiles = w.reshape(-1, SIZE, SIZE)
+    # Each unit on its own symmetric scale: their magnitudes differ, their patterns matter.
+    tiles = tiles / np.maximum(abs(tiles).max(axis=(1, 2), keepdims=True), 1e-12)
+    cols = min(6, len(tiles))
+    grid = montage(tiles.astype(np.float32), cols, gap=3, fill=np.nan)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="white")
+    rows = math.ceil(len(tiles) / cols)
+    fig, ax = _canvas(1.05 * cols + 1.4, 1.05 * rows + 0.7)
+    im = ax.imshow(grid, cmap=cmap, vmin=-1, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set(title=f"The {len(tiles)} hidden units' weights (28×28 each)",
+           xlabel=f"units 1–{cols} in the first row, {cols + 1}–{2 * cols} in the next, …",
+           ylabel=f"rows of {cols} units")
+    fig.colorbar(im, ax=ax, label="weight / the unit's largest |weight|", shrink=0.8)
+    alt = (f"A grid of {len(tiles)} small heat maps, one per hidden unit of simple_net, each "
+           "showing which pixels push that unit up (blue) or down (red).")
+    return _chart(fig, alt)
+
+
+def distances_chart(pred: Mapping[str, np.ndarray], y: np.ndarray) -> Figure:
+    """Each validation digit's L1 and RMSE distance to mean3 and mean7, by true class."""
+    fig, axes = _canvas(9, 5.6, nrows=2, ncols=2)
+    threes = y == LABEL["3"]
+    for row, (dist, name) in enumerate([("l1", "L1 (mnist_distance)"), ("rmse", "RMSE")]):
+        for col, ideal in enumerate(("3", "7")):
+            ax = axes[row, col]
+            d = pred[f"{dist}_{ideal}"]
+            ax.hist([d[threes], d[~threes]], bins=40, histtype="stepfilled", alpha=0.55,
+                    label=["3s", "7s"], color=["C0", "C3"])
+            ax.set(title=f"{name} to mean{ideal}", xlabel="distance", ylabel="digits")
+            ax.legend()
+    alt = ("Four histograms of the validation digits' distances: L1 and RMSE to the ideal 3 "
+           "and to the ideal 7, with the true 3s and true 7s drawn separately.")
+    return _chart(fig, alt)
+
+
+def resnet18_chart(steps: Sequence[Mapping] | None, rows: Sequence[Mapping] | None) -> Figure:
+    """Loss per step, the one-cycle learning rate per step, and accuracy per epoch."""
+    fig, (loss, lr, acc) = _canvas(11, 3.2, ncols=3)
+    if steps:
+        x = [s["step"] for s in steps]
+        loss.plot(x, [s["loss"] for s in steps], linewidth=1)
+        lr.plot(x, [s["lr"] for s in steps], color="C1")
+    loss.set(title="resnet18: training loss per step", xlabel="step", ylabel="loss")
+    lr.set(title="one-cycle learning rate", xlabel="step", ylabel="learning rate")
+    if rows:
+        acc.plot([r["epoch"] for r in rows], [r["valid_accuracy"] for r in rows],
+                 marker="o", color="C2", label="this run")
+    acc.axhline(BOOK["resnet18"], color="grey", linestyle="--", label=f"book ({BOOK['resnet18']})")
+    acc.set(title="resnet18: validation accuracy", xlabel="epoch", ylabel="accuracy")
+    acc.legend(loc="lower right")
+    _whole_epochs(acc)
+    peak = max((s["lr"] for s in steps), default=0) if steps else 0
+    alt = (f"Three charts for resnet18: training loss over {len(steps or [])} steps; the "
+           f"learning rate rising to {peak:g} and annealing back down (one cycle); and "
+           "validation accuracy per epoch against the book's.")
+    return _chart(fig, alt)
+
+
+# -- Sections --------------------------------------------------------------------------------
+def confusion(prob3: np.ndarray, y: np.ndarray) -> dict[str, dict[str, int]]:
+    """Counts by true class (rows) and predicted class (columns); a 3 when prob3 > 0.5."""
+    pred3, threes = prob3 > 0.5, y == LABEL["3"]
+    return {
+        "3": {"3": int((threes & pred3).sum()), "7": int((threes & ~pred3).sum())},
+        "7": {"3": int((~threes & pred3).sum()), "7": int((~threes & ~pred3).sum())},
+    }
+
+
+def mistakes(prob3: np.ndarray, y: np.ndarray, x: np.ndarray, title: str) -> dict:
+    """The most confident wrong answers first (fastai's "top losses"), at most 12."""
+    import numpy as np
+
+    pred3 = prob3 > 0.5
+    confidence = np.where(pred3, prob3, 1 - prob3)
+    wrong = np.flatnonzero(pred3 != (y == LABEL["3"]))
+    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
+    shown = []
+    for i in order:
+        truth, called = ("3", "7") if y[i] == LABEL["3"] else ("7", "3")
+        shown.append(_picture(
+            ink(x[i]), f"Validation digit {i}: a {truth} that {title} called a {called} "
+            f"with confidence {confidence[i]:.2f}.", scale=3,
+            caption=f"a {truth}, called {called} ({confidence[i]:.2f})"))
+    return {"count": len(wrong), "total": len(y), "shown": shown}
+
+
+def read_counts(path: Path) -> dict[str, dict[str, int]]:
+    """The stack stage's counts.json: {"train": {"3": n, "7": n}, "valid": {...}}."""
+    c = read_json(path)
+    try:
+        return {s: {k: int(c[s][k]) for k in CLASSES} for s in SPLITS}
+    except (KeyError, TypeError, ValueError):
+        raise PipelineError(f"{path}: expected images per split and class, such as "
+                            '{"train": {"3": 6131, "7": 6265}, ...}; rerun the stack stage'
+                            ) from None
+
+
+def data_section(run: Run) -> dict:
+    out: dict = {"counts": run.counts, "samples": [],
+                 "missing": [str(p) for p in (run.inputs.counts, run.inputs.tensors)
+                             if not p.exists()]}
+    if run.tensors is None:
+        return out
+    x, y = run.tensors["train_x"], run.tensors["train_y"]
+    for digit in CLASSES:
+        first = x[y == LABEL[digit]][:SAMPLES_SHOWN]  # [24, 28, 28], in the files' order
+        out["samples"].append(_picture(
+            montage(ink(first), cols=12), f"The first {len(first)} training {digit}s, "
+            "handwritten in dark ink on white.", scale=2, caption=f"training {digit}s"))
+    return out
+
+
+def pixel_section(run: Run) -> dict:
+    out: dict = {"missing": run.missing("pixel_mean"), "ideal": [], "sample": None,
+                 "distances": None, "book": BOOK_PIXEL_MEAN,
+                 "metrics": run.metrics.get("pixel_mean")}
+    state = run.checkpoint.get("pixel_mean")
+    if state is not None:
+        for digit in "37":
+            out["ideal"].append(_picture(
+                ink(state[f"mean{digit}"]), f"The ideal {digit}: the mean of every training "
+                f"{digit}, a blurry {digit}.", scale=4, caption=f"mean{digit}"))
+    if state is not None and run.tensors is not None:
+        x, y = run.tensors["train_x"], run.tensors["train_y"]
+        a_3 = x[y == LABEL["3"]][1].astype("float32") / 255  # the book's stacked_threes[1]
+        rows = []
+        for dist in ("l1", "rmse"):
+            for digit in "37":
+                diff = a_3 - state[f"mean{digit}"]
+                d = abs(diff).mean() if dist == "l1" else math.sqrt((diff ** 2).mean())
+                rows.append({"distance": "L1" if dist == "l1" else "RMSE", "ideal": digit,
+                             "value": float(d), "book": BOOK_SAMPLE[(dist, digit)]})
+        nearer = {r["distance"]: "3" if r["value"] < o["value"] else "7"
+                  for r, o in zip(rows[::2], rows[1::2], strict=True)}  # L1, RMSE
+        out["sample"] = {
+            "verdict": (f"By both distances a_3 is nearer the ideal {nearer['L1']}."
+                        if nearer["L1"] == nearer["RMSE"] else
+                        f"By L1 a_3 is nearer the ideal {nearer['L1']}, by RMSE the ideal "
+                        f"{nearer['RMSE']}."),
+            "picture": _picture(ink(x[y == LABEL["3"]][1]), "The sample 3: the second "
+                                "training 3 (the book's a_3).", scale=4, caption="a_3"),
+            "rows": rows,
+        }
+    pred = run.predictions.get("pixel_mean")
+    if pred is not None and run.tensors is not None:
+        out["distances"] = distances_chart(pred, run.tensors["valid_y"])
+    return out
+
+
+def model_section(run: Run, method: str) -> dict:
+    out: dict = {"missing": run.missing(method), "charts": [], "metrics": run.metrics.get(method)}
+    if method in run.history:
+        out["charts"].append(history_chart(method, run.history[method], BOOK[method]))
+    state = run.checkpoint.get(method)
+    if method == "linear" and state is not None:
+        out["charts"].append(linear_weights_chart(state["weights"]))
+    if method == "mlp" and state is not None:
+        out["charts"].append(hidden_units_chart(state["0.weight"]))
+    return out
+
+
+def resnet18_section(run: Run) -> dict:
+    out: dict = {"missing": run.missing("resnet18"), "charts": [], "confusion": None,
+                 "metrics": run.metrics.get("resnet18")}
+    if run.steps is not None or "resnet18" in run.history:
+        out["charts"].append(resnet18_chart(run.steps, run.history.get("resnet18")))
+    pred = run.predictions.get("resnet18")
+    if pred is not None and run.tensors is not None:
+        out["confusion"] = confusion(pred["prob3"], run.tensors["valid_y"])
+    return out
+
+
+def mistakes_section(run: Run) -> list[dict]:
+    out = []
+    for method in METHODS:
+        title = TITLES[method]
+        item: dict = {"method": method, "title": title, "result": None, "missing": [],
+                      "stage": method if method not in run.predictions else "stack"}
+        pred = run.predictions.get(method)
+        if pred is None or run.tensors is None:
+            item["missing"] = [str(p) for p in (run.inputs.predictions[method],
+                                                run.inputs.tensors) if not p.exists()]
+        else:
+            v = run.tensors
+            item["result"] = mistakes(pred["prob3"], v["valid_y"], v["valid_x"], title)
+        out.append(item)
+    return out
+
+
+def git_state(cwd: Path) -> dict[str, object]:
+    """The commit and whether tracked files differ from it; "unknown" without git."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                  timeout=20, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "commit": commit or "unknown",
+        "dirty": "unknown" if changed is None else ("yes" if changed else "no"),
+        "changed": len(changed.splitlines()) if changed else 0,
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONS_OF:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def wall_times(run: Run) -> dict:
+    rows = [{"stage": m, "seconds": run.timing[m].get("seconds"),
+             "train_seconds": run.timing[m].get("train_seconds"),
+             "device": run.timing[m].get("device", "unknown"),
+             "threads": run.timing[m].get("threads")}
+            if m in run.timing else {"stage": m, "seconds": None}
+            for m in METHODS]
+    timed = [r["seconds"] for r in rows if r["seconds"] is not None]
+    return {"rows": rows, "total": sum(timed) if timed else None}
+
+
+def lock_hashes(path: Path) -> dict:
+    """The outputs dvc.lock records, stage by stage: path, md5, size."""
+    if not path.exists():
+        return {"path": str(path), "stages": None, "problem": None}
+    try:
+        lock = yaml.safe_load(path.read_text()) or {}
+        stages = [{"stage": name, "outs": [{"path": o["path"], "md5": o.get("md5", ""),
+                                            "size": o.get("size")} for o in s.get("outs", [])]}
+                  for name, s in lock.get("stages", {}).items()]
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError) as e:
+        return {"path": str(path), "stages": None, "problem": f"unreadable ({e})"}
+    return {"path": str(path), "stages": stages, "problem": None}
+
+
+def build(run: Run, *, now: dt.datetime | None = None, cwd: Path | None = None) -> dict:
+    """Everything the template shows, figures included."""
+    now = now or dt.datetime.now(dt.UTC)
+    return {
+        "sections": SECTIONS,
+        "generated": now.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "git": git_state(cwd or Path.cwd()),
+        "versions": versions(),
+        "params": run.params,
+        "params_path": str(run.inputs.params),
+        "wall": wall_times(run),
+        "accuracy": accuracy_rows(run),
+        "n_valid": len(run.tensors["valid_y"]) if run.tensors is not None else None,
+        "data": data_section(run),
+        "pixel": pixel_section(run),
+        "linear": model_section(run, "linear"),
+        "mlp": model_section(run, "mlp"),
+        "resnet18": resnet18_section(run),
+        "mistakes": mistakes_section(run),
+        "lock": lock_hashes(run.inputs.dvc_lock),
+        "rerun": RERUN,
+    }
+
+
+def render(context: Mapping) -> str:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # a param such as "<script>" is shown as text, never run
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    return env.get_template("report.html.j2").render(**context)
+
+
+def _num(v: object, spec: str = ".6f") -> str:
+    """A number for the page; a dash where there is none."""
+    return "—" if v is None or v == "" else format(v, spec)

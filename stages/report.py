@@ -1,0 +1,27 @@
+"""Stage report: the page a learner reads beside the chapter, and its accuracy table.
+
+Reads every section of params.yaml and whatever the other stages have written so far, and
+writes `reports/index.html` (one self-contained file: figures embedded, no network needed)
+and `reports/accuracy.csv`. A stage that has not run yet gets a note instead of its section.
+
+    python stages/report.py                # every path defaults to the pipeline's
+    python stages/report.py --out /tmp/report.html --accuracy-csv /tmp/accuracy.csv
+"""
+
+from mnist_basics import cli
+from mnist_basics.artifacts import write_csv, write_text
+from mnist_basics.params import SECTIONS, load
+from mnist_basics.report import Inputs, accuracy_rows, build, load_run, parser, render
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    params = load(args.params, *SECTIONS)  # every section: the page shows every param
+    run = load_run(Inputs.from_args(args), params)
+    page = render(build(run))  # everything that can fail, before anything is written
+    write_csv(args.accuracy_csv, accuracy_rows(run))
+    write_text(args.out, page)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,448 @@
+"""The report stage: its page and accuracy table, rendered from a complete set of artifacts
+written here in the formats the other stages use, then with parts of it missing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from mnist_basics import PipelineError, pipeline, report
+from mnist_basics.params import SECTIONS, defaults, load
+from mnist_basics.report import (
+    BOOK,
+    Inputs,
+    accuracy_rows,
+    build,
+    confusion,
+    load_run,
+    mistakes,
+    montage,
+    parser,
+    render,
+)
+from tests.conftest import ROOT, make_tiny_tensors
+
+STAGE = pipeline.BY_NAME["report"]
+PAYLOAD = "<script>alert(1)</script>"
+
+
+# -- A complete, plausible set of inputs -------------------------------------------------------
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def _accuracies(prob3: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """As every stage computes them: a 3 when prob3 > 0.5; y is 1 for a 3."""
+    correct = (prob3 > 0.5) == (y == 1)
+    return {"accuracy": round(float(correct.mean()), 6),
+            "accuracy_3": round(float(correct[y == 1].mean()), 6),
+            "accuracy_7": round(float(correct[y == 0].mean()), 6)}
+
+
+def _history(epochs: int, final_acc: float) -> list[dict]:
+    return [{"epoch": e, "train_loss": round(0.5 * 0.85 ** e, 6),
+             "valid_loss": round(0.45 * 0.86 ** e, 6),
+             "valid_accuracy": round(final_acc - 0.3 * 0.7 ** e + 0.3 * 0.7 ** epochs, 6),
+             "seconds": 0.25} for e in range(1, epochs + 1)]
+
+
+def write_artifacts(root: Path, tensors: Path | None = None, seed: int = 0) -> Path:
+    """Write every input of the report under `root`, at the pipeline's paths.
+
+    The tensors are the tiny synthetic ones (or a real file, copied); the pixel mean is
+    computed for real; the trained models' predictions are noisy guesses, with metrics that
+    agree with them exactly.
+    """
+    import torch
+
+    from mnist_basics.artifacts import load_tensors, save_tensors, write_csv, write_json
+
+    def at(p: str) -> Path:
+        return root / p
+
+    rng = np.random.default_rng(seed)
+    if tensors is None:
+        make_tiny_tensors(at(pipeline.TENSORS))
+    else:
+        save_tensors(at(pipeline.TENSORS), load_tensors(tensors))
+    t = {k: v.numpy() for k, v in load_tensors(at(pipeline.TENSORS)).items()}
+    write_json(at(pipeline.COUNTS), {s: {"3": int((t[f"{s}_y"] == 1).sum()),
+                                         "7": int((t[f"{s}_y"] == 0).sum())}
+                                     for s in ("train", "valid")})
+    params = defaults()
+    params["data"]["url"] = "https://example.com/mnist_sample.tgz"
+    at(pipeline.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+    y = t["valid_y"]
+    n_train = len(t["train_y"])
+
+    def timing(seconds: float, epochs: int, device: str = "cpu") -> dict:
+        return {"seconds": round(seconds + 1.5, 3), "train_seconds": seconds,
+                "images_per_second": round(n_train * epochs / seconds, 1),
+                "epoch_seconds": [round(seconds / epochs, 3)] * epochs, "device": device,
+                "threads": 2}
+
+    # pixel_mean: the real thing, in numpy.
+    train = t["train_x"].astype(np.float32) / 255
+    mean3, mean7 = train[t["train_y"] == 1].mean(0), train[t["train_y"] == 0].mean(0)
+    valid = t["valid_x"].astype(np.float32) / 255
+    d = {"l1_3": np.abs(valid - mean3).mean((1, 2)), "l1_7": np.abs(valid - mean7).mean((1, 2)),
+         "rmse_3": np.sqrt(((valid - mean3) ** 2).mean((1, 2))),
+         "rmse_7": np.sqrt(((valid - mean7) ** 2).mean((1, 2)))}
+    prob3 = d["l1_7"] / (d["l1_3"] + d["l1_7"])
+    l1 = _accuracies(prob3, y)
+    rmse = _accuracies(np.where(d["rmse_3"] < d["rmse_7"], 1.0, 0.0), y)
+    tensors_of = {"pixel_mean": {"mean3": mean3, "mean7": mean7}}
+    predictions = {"pixel_mean": {"prob3": prob3, **d}}
+    metrics = {"pixel_mean": {**l1, **{f"rmse_{k}": v for k, v in rmse.items()}}}
+    histories = {"pixel_mean": [{"epoch": 1, "train_loss": "", "valid_loss": "",
+                                 "valid_accuracy": l1["accuracy"], "seconds": 0.02}]}
+    timings = {"pixel_mean": timing(0.02, 1)}
+
+    # The trained models: the right answer, blurred by noise so that some are wrong.
+    tensors_of["linear"] = {"weights": rng.normal(size=(784, 1)).astype(np.float32),
+                            "bias": rng.normal(size=1).astype(np.float32)}
+    tensors_of["mlp"] = {"0.weight": rng.normal(size=(30, 784)).astype(np.float32) * 0.05,
+                         "0.bias": np.zeros(30, np.float32),
+                         "2.weight": rng.normal(size=(1, 30)).astype(np.float32),
+                         "2.bias": np.zeros(1, np.float32)}
+    for method, (noise, epochs, secs) in {"linear": (2.5, 20, 4.0), "mlp": (1.6, 40, 9.0),
+                                          "resnet18": (0.8, 1, 30.0)}.items():
+        z = (2.0 * y - 1) * 3 + rng.normal(scale=noise, size=len(y))
+        p = _sigmoid(z).astype(np.float32)
+        predictions[method] = {"prob3": p}
+        acc = _accuracies(p, y)
+        hist = _history(epochs, acc["accuracy"])
+        metrics[method] = {**acc, "train_loss": hist[-1]["train_loss"],
+                           "valid_loss": hist[-1]["valid_loss"], "epochs": epochs}
+        histories[method] = hist
+        timings[method] = timing(secs, epochs, "cuda" if method == "resnet18" else "cpu")
+
+    for method in pipeline.METHODS:
+        if method in tensors_of:
+            save_tensors(at(pipeline.checkpoint(method)),
+                         {k: torch.from_numpy(v) for k, v in tensors_of[method].items()})
+        save_tensors(at(pipeline.predictions(method)),
+                     {k: torch.from_numpy(np.asarray(v, np.float32))
+                      for k, v in predictions[method].items()})
+        write_json(at(pipeline.metrics(method)), dict(sorted(metrics[method].items())))
+        write_csv(at(pipeline.history(method)), histories[method])
+        write_json(at(pipeline.timing(method)), timings[method])
+    steps, peak = 49, 0.1
+    warm = int(steps * 0.25)
+    write_csv(at(pipeline.STEPS), [
+        {"step": s, "lr": round(peak * (0.5 - 0.5 * math.cos(math.pi * s / warm)) if s < warm
+                                else peak * (0.5 + 0.5 * math.cos(math.pi * (s - warm)
+                                                                  / (steps - warm))), 8),
+         "loss": round(0.7 * 0.93 ** s + 0.01, 6)} for s in range(steps)])
+    lock = {"schema": "2.0", "stages": {"stack": {
+        "cmd": "python stages/stack.py",
+        "outs": [{"path": pipeline.TENSORS, "hash": "md5",
+                  "md5": "0123456789abcdef0123456789abcdef", "size": 11331002}]}}}
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    return root
+
+
+def report_args(root: Path) -> list[str]:
+    """The report stage's flags, each pointing at its file under `root`."""
+    args = ["--params", str(root / pipeline.PARAMS), "--dvc-lock", str(root / "dvc.lock")]
+    for flag, path in {**STAGE.inputs, **STAGE.outputs}.items():
+        args += [f"--{flag.replace('_', '-')}", str(root / path)]
+    return args
+
+
+def render_report(root: Path) -> tuple[str, list[dict]]:
+    """What `stages/report.py` does, in this process: (the page, the CSV rows)."""
+    args = parser(None).parse_args(report_args(root))
+    run = load_run(Inputs.from_args(args), load(args.params, *SECTIONS))
+    return render(build(run, cwd=ROOT)), accuracy_rows(run)
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    return write_artifacts(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[Path, str, list[dict]]:
+    """One complete run, rendered once for the tests that only read it."""
+    root = write_artifacts(tmp_path_factory.mktemp("run"))
+    return root, *render_report(root)
+
+
+# -- Reading the page back -------------------------------------------------------------------
+class Page(HTMLParser):
+    """The parts of a page the tests look at: ids, tables (cell texts), images, scripts."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.ids: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.imgs: list[dict] = []
+        self.scripts = 0
+        self.text: list[str] = []
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "table":
+            self._table = a.get("id", f"table-{len(self.tables)}")
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+        elif tag == "img":
+            self.imgs.append(a)
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[self._table][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def section_text(self, html: str, section: str) -> str:
+        start = html.index(f'<section id="{section}">')
+        return html[start: html.index("</section>", start)]
+
+
+def _number(cell: str) -> float | None:
+    return None if cell == "—" else float(cell.replace(",", ""))
+
+
+# -- Tests -----------------------------------------------------------------------------------
+def test_every_section_is_there_in_the_chapters_order(rendered):
+    _, html, _ = rendered
+    page = Page(html)
+    positions = [page.ids.index(s) for s in report.SECTIONS]
+    assert positions == sorted(positions)
+    assert list(report.SECTIONS) == ["summary", "accuracy", "data", "pixel-similarity", "linear",
+                                   "mlp", "resnet18", "mistakes", "reproducibility"]
+    assert "Missing" not in html  # every input was there
+
+
+def test_page_is_self_contained(rendered):
+    _, html, _ = rendered
+    page = Page(html)
+    assert page.scripts == 0
+    assert len(page.imgs) > 20  # charts, digits, and the mistakes of four methods
+    for img in page.imgs:
+        assert img["src"].startswith("data:image/png;base64,")
+        assert img["alt"].strip()
+        assert int(img["width"]) > 0 and int(img["height"]) > 0
+    for fetch in ('src="http', "href=\"http", "url(", "@import", "<link"):
+        assert fetch not in html
+
+
+def test_accuracy_table_matches_the_metrics(rendered):
+    artifacts, html, _ = rendered
+    rows = Page(html).tables["accuracy-table"]
+    header, body = rows[0], rows[1:]
+    assert header[:6] == ["method", "accuracy", "on 3s", "on 7s", "book", "difference"]
+    assert [r[0] for r in body] == ["pixel mean (L1)", "pixel mean (RMSE)", "linear", "mlp",
+                                    "resnet18"]
+    m = {k: json.loads((artifacts / pipeline.metrics(k)).read_text()) for k in pipeline.METHODS}
+    expected = {
+        "pixel mean (L1)": (m["pixel_mean"]["accuracy"], m["pixel_mean"]["accuracy_3"],
+                            m["pixel_mean"]["accuracy_7"], BOOK["pixel_mean"]),
+        "pixel mean (RMSE)": (m["pixel_mean"]["rmse_accuracy"], m["pixel_mean"]["rmse_accuracy_3"],
+                              m["pixel_mean"]["rmse_accuracy_7"], None),
+        **{k: (m[k]["accuracy"], m[k]["accuracy_3"], m[k]["accuracy_7"], BOOK[k])
+           for k in ("linear", "mlp", "resnet18")},
+    }
+    for row in body:
+        acc, acc3, acc7, book = expected[row[0]]
+        assert [_number(c) for c in row[1:4]] == [acc, acc3, acc7]
+        assert _number(row[4]) == book
+        if book is None:
+            assert row[5] == "—"
+        else:
+            assert _number(row[5]) == pytest.approx(acc - book, abs=5e-5)
+    timing = json.loads((artifacts / pipeline.timing("linear")).read_text())
+    linear = next(r for r in body if r[0] == "linear")
+    assert _number(linear[6]) == pytest.approx(timing["train_seconds"], abs=0.005)
+    assert _number(linear[7]) == pytest.approx(timing["images_per_second"], abs=0.5)
+    assert linear[8] == "lr 1.0, batch 256, 20 epochs"
+
+
+def test_csv_matches_the_table(rendered, tmp_path):
+    _, html, rows = rendered
+    from mnist_basics.artifacts import write_csv
+
+    write_csv(tmp_path / "accuracy.csv", rows)
+    with open(tmp_path / "accuracy.csv", newline="") as f:
+        written = list(csv.DictReader(f))
+    table = Page(html).tables["accuracy-table"][1:]
+    assert len(written) == len(table) == 5
+    for line, cells in zip(written, table, strict=True):
+        assert line["method"] == cells[0]
+        for key, cell in zip(["accuracy", "accuracy_3", "accuracy_7", "book_accuracy"],
+                             cells[1:5], strict=True):
+            assert (float(line[key]) if line[key] else None) == _number(cell)
+        if line["difference"]:
+            assert float(line["difference"]) == pytest.approx(_number(cells[5]), abs=5e-5)
+        assert line["params"] == cells[8]
+
+
+def test_every_param_is_shown_and_html_in_a_param_is_text(artifacts):
+    params = yaml.safe_load((artifacts / pipeline.PARAMS).read_text())
+    params["data"]["url"] = f"https://example.com/{PAYLOAD}"
+    (artifacts / pipeline.PARAMS).write_text(yaml.safe_dump(params))
+    html, _ = render_report(artifacts)
+    page = Page(html)
+    assert page.scripts == 0
+    assert "<script" not in html.lower()
+    assert "https://example.com/&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    shown = {row[0]: row[1] for row in page.tables["params-data"] + sum(
+        (page.tables[f"params-{s}"] for s in SECTIONS if s != "data"), []) if len(row) == 2}
+    for section, values in params.items():
+        for key, value in values.items():
+            assert f"{section}.{key}" in shown
+            assert shown[f"{section}.{key}"] == str(value)
+
+
+def test_a_missing_model_leaves_a_note_and_the_rest_renders(artifacts):
+    for path in ["models/linear.safetensors", "models/linear_valid.safetensors",
+                 "metrics/linear.json", "metrics/linear_history.csv"]:
+        (artifacts / path).unlink()
+    html, rows = render_report(artifacts)
+    page = Page(html)
+    linear = page.section_text(html, "linear")
+    assert "Missing" in linear and "metrics/linear.json" in linear
+    assert "dvc repro linear" in linear
+    assert "<img" not in linear
+    assert "<img" in page.section_text(html, "mlp")  # the others are unaffected
+    row = next(r for r in page.tables["accuracy-table"] if r[0] == "linear")
+    assert row[1:4] == ["—", "—", "—"]
+    assert next(r for r in rows if r["method"] == "linear")["accuracy"] is None
+    assert "models/linear_valid.safetensors" in page.section_text(html, "mistakes")
+
+
+def test_renders_with_only_the_params(tmp_path):
+    """Before any stage has run: every section says what is missing, nothing crashes."""
+    (tmp_path / pipeline.PARAMS).write_text(yaml.safe_dump(defaults()))
+    html, rows = render_report(tmp_path)
+    page = Page(html)
+    assert all(s in page.ids for s in report.SECTIONS)
+    assert not page.imgs
+    for section in ("data", "pixel-similarity", "linear", "mlp", "resnet18", "mistakes"):
+        assert "Missing" in page.section_text(html, section), section
+    assert "No" in page.section_text(html, "reproducibility")
+    assert all(r["accuracy"] is None for r in rows)
+
+
+def test_sample_three_and_lock_hashes(rendered):
+    artifacts, html, _ = rendered
+    page = Page(html)
+    t = load_file(artifacts / pipeline.TENSORS)
+    a_3 = t["train_x"][t["train_y"] == 1][1].astype(np.float32) / 255
+    mean3 = t["train_x"][t["train_y"] == 1].astype(np.float32).mean(0) / 255
+    table = page.tables["sample-distances"]
+    assert table[1][:2] == ["L1", "mean3"]
+    assert float(table[1][2]) == pytest.approx(float(np.abs(a_3 - mean3).mean()), abs=5e-5)
+    assert [r[3] for r in table[1:]] == ["0.1114", "0.1586", "0.2021", "0.3021"]
+    hashes = page.tables["hashes"]
+    assert hashes[1][:3] == ["stack", pipeline.TENSORS, "0123456789abcdef0123456789abcdef"]
+    repro = page.section_text(html, "reproducibility")
+    for cmd in ("snakemake --cores 4 --resources gpu=1", "dvc repro", "dvc exp run -S mlp.lr=0.05"):
+        assert cmd in repro
+
+
+def test_confusion_and_mistakes_on_a_hand_made_case():
+    y = np.array([1, 1, 1, 0, 0, 0], np.uint8)  # three 3s, three 7s
+    prob3 = np.array([0.9, 0.2, 0.45, 0.1, 0.7, 0.95], np.float32)
+    assert confusion(prob3, y) == {"3": {"3": 1, "7": 2}, "7": {"3": 2, "7": 1}}
+    x = np.zeros((6, 28, 28), np.uint8)
+    got = mistakes(prob3, y, x, "linear")
+    assert got["count"] == 4 and got["total"] == 6
+    # Most confident first: the 7 at 0.95, the 3 at 0.2 (0.8 for a 7), the 7 at 0.7, ...
+    assert [f.caption for f in got["shown"]] == [
+        "a 7, called 3 (0.95)", "a 3, called 7 (0.80)", "a 7, called 3 (0.70)",
+        "a 3, called 7 (0.55)"]
+
+
+def test_montage_lays_tiles_out_in_rows():
+    tiles = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((5, 2, 3), np.float32)
+    grid = montage(tiles, cols=2, gap=1, fill=-1)  # [3*(2+1)-1, 2*(3+1)-1]
+    assert grid.shape == (8, 7)
+    assert grid[0, 0] == 0 and grid[0, 4] == 1 and grid[3, 0] == 2 and grid[6, 0] == 4
+    assert grid[6, 4] == -1 and grid[2, 0] == -1  # the empty slot and the gaps
+
+
+@pytest.mark.parametrize("path, tensors, message", [
+    (pipeline.predictions("mlp"), {"prob3": 5}, "prob3 holds 5 digits but .* has 48 "
+                                                "validation digits; rerun the mlp stage"),
+    (pipeline.checkpoint("linear"), {"bias": 1}, "no tensor 'weights'; rerun the linear stage"),
+    (pipeline.predictions("pixel_mean"), {"prob3": 48},
+     "no tensor 'l1_3'; rerun the pixel_mean stage"),
+])
+def test_a_stale_or_foreign_input_is_refused_in_one_line(artifacts, path, tensors, message):
+    import torch
+
+    from mnist_basics.artifacts import save_tensors
+
+    save_tensors(artifacts / path, {k: torch.zeros(n) for k, n in tensors.items()})
+    with pytest.raises(PipelineError, match=message):
+        render_report(artifacts)
+
+
+def test_counts_of_another_shape_are_refused(artifacts):
+    (artifacts / pipeline.COUNTS).write_text('{"train": 12396, "valid": 2038}')
+    with pytest.raises(PipelineError, match="counts.json: expected images per split and class"):
+        render_report(artifacts)
+
+
+def test_stage_script_help():
+    done = subprocess.run([sys.executable, "stages/report.py", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    for flag in ("--out", "--accuracy-csv", "--params", "--linear-checkpoint",
+                 "--resnet18-steps", "--resnet18-timing"):
+        assert flag in done.stdout
+
+
+def test_stage_script_writes_the_page_and_the_csv(artifacts):
+    done = subprocess.run([sys.executable, str(ROOT / "stages/report.py"),
+                           *report_args(artifacts)], cwd=artifacts, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    page = (artifacts / pipeline.REPORT).read_text()
+    assert "<table" in page and "accuracy-table" in page
+    lines = (artifacts / pipeline.ACCURACY_CSV).read_text().splitlines()
+    assert lines[0] == ("method,accuracy,accuracy_3,accuracy_7,book_accuracy,difference,"
+                        "train_seconds,images_per_second,params")
+    assert len(lines) == 6
+    assert not list(artifacts.glob("reports/.*"))  # no temporary file left behind
+
+
+def test_stage_script_reports_bad_params_in_one_line(artifacts):
+    params = yaml.safe_load((artifacts / pipeline.PARAMS).read_text())
+    params["mlp"]["lr"] = -1.0
+    (artifacts / pipeline.PARAMS).write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, str(ROOT / "stages/report.py"),
+                           *report_args(artifacts)], cwd=artifacts, capture_output=True,
+                          text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: {artifacts / pipeline.PARAMS}: mlp.lr: must be greater than 0 (got -1.0)"]
+    assert not (artifacts / pipeline.REPORT).exists()
