@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mnist_basics import PipelineError
 
 if TYPE_CHECKING:
@@ -85,6 +87,13 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata=None) -> None:
+    """Torch tensors, or NumPy arrays (the same bytes, without importing torch)."""
+    if all(isinstance(v, np.ndarray) for v in tensors.values()):
+        from safetensors.numpy import save as save_numpy
+
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        write_bytes(path, save_numpy(arrays, metadata=metadata))
+        return
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}

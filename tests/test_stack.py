@@ -1,0 +1,290 @@
+"""The stage `stack`: PNGs -> one safetensors file of uint8 tensors, or a line naming the bad file.
+
+Broken PNGs are built here from a small tree of valid 28x28 grayscale images; the real archive
+checks the whole stage against the chapter's plain PIL loop.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_basics import PipelineError
+from mnist_basics.artifacts import load_tensors
+from mnist_basics.data import decode_png, decode_pngs, png_files, stack
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE = ROOT / "stages" / "stack.py"
+
+
+# -- Building PNGs by hand, so that each can be broken in exactly one way --------------------
+def chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+
+def png_bytes(pixels: np.ndarray | None = None, *, width=28, height=28, depth=8, color=0,
+              idat: bytes | None = None) -> bytes:
+    """A PNG whose rows are stored unfiltered, as in MNIST_SAMPLE; `idat` replaces the data."""
+    if idat is None:
+        rows = np.zeros((pixels.shape[0], 1 + pixels.shape[1]), np.uint8)  # filter byte 0
+        rows[:, 1:] = pixels
+        idat = zlib.compress(rows.tobytes())
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+
+
+def pil_png_bytes(pixels: np.ndarray, mode: str | None = None) -> bytes:
+    """How PIL saves it: adaptive row filters, so decoding goes through PIL."""
+    buf = io.BytesIO()
+    im = Image.fromarray(pixels)
+    (im.convert(mode) if mode else im).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def row_filters(png: bytes) -> set[int]:
+    idat = b"".join(body for ctype, body in chunks(png) if ctype == b"IDAT")
+    return set(zlib.decompress(idat)[:: 1 + 28])
+
+
+def chunks(png: bytes):
+    pos = 8
+    while pos < len(png):
+        (n,) = struct.unpack_from(">I", png, pos)
+        yield png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + n]
+        pos += 12 + n
+
+
+def digit(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+
+
+def pil_decode(path: Path) -> np.ndarray:
+    """The chapter's way: `tensor(Image.open(o))`."""
+    return np.asarray(Image.open(path))
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """raw/{train,valid}/{3,7}/{2,10}.png: train stored unfiltered, valid saved by PIL."""
+    raw = tmp_path / "raw"
+    seed = 0
+    for split in ("train", "valid"):
+        for cls in ("3", "7"):
+            folder = raw / split / cls
+            folder.mkdir(parents=True)
+            for name in ("2.png", "10.png"):
+                seed += 1
+                data = png_bytes(digit(seed)) if split == "train" else pil_png_bytes(digit(seed))
+                (folder / name).write_bytes(data)
+    return raw
+
+
+def run_stage(raw: Path, out: Path, threads: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return subprocess.run(
+        [sys.executable, str(STAGE), "--raw", str(raw),
+         "--tensors", str(out / "x.safetensors"), "--counts", str(out / "counts.json")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )
+
+
+# -- Decoding one PNG ------------------------------------------------------------------------
+def test_decode_png_matches_pil_for_unfiltered_and_filtered_rows():
+    pixels = digit(1)
+    plain, filtered = png_bytes(pixels), pil_png_bytes(pixels)
+    assert row_filters(plain) == {0}
+    assert row_filters(filtered) - {0}, "PIL's encoder should filter some rows"
+    for data in (plain, filtered):
+        x = decode_png(data, "d.png")
+        assert x.dtype == np.uint8 and x.shape == (28, 28)
+        np.testing.assert_array_equal(x, np.asarray(Image.open(io.BytesIO(data))))
+        np.testing.assert_array_equal(x, pixels)
+
+
+def test_decode_png_checks_the_crc_that_pil_skips():
+    data = bytearray(png_bytes(digit(2)))
+    data[data.index(b"IEND") - 5] ^= 0xFF  # the last byte of the IDAT chunk's CRC
+    im = Image.open(io.BytesIO(bytes(data)))
+    im.load()  # PIL decodes it without a word
+    with pytest.raises(PipelineError, match=r"^bad\.png: bad CRC in the 'IDAT' chunk"):
+        decode_png(bytes(data), "bad.png")
+
+
+def test_decode_pngs_in_workers_keeps_the_order_and_names_the_first_bad_file(tree):
+    paths = sorted(tree.rglob("*.png"))
+    serial = decode_pngs(paths, workers=1)
+    parallel = decode_pngs(paths, workers=2, chunk=3)  # 3 chunks over 2 processes
+    assert parallel.shape == (8, 28, 28) and parallel.dtype == np.uint8
+    np.testing.assert_array_equal(parallel, serial)
+    np.testing.assert_array_equal(serial, np.stack([pil_decode(p) for p in paths]))
+
+    paths[7].write_bytes(b"")
+    paths[4].write_bytes(b"not a png")  # the first in order, in the second chunk
+    with pytest.raises(PipelineError, match="^" + re.escape(f"{paths[4]}: not a PNG file")):
+        decode_pngs(paths, workers=2, chunk=3)
+
+
+# -- The folder ------------------------------------------------------------------------------
+def test_stack_orders_3s_then_7s_by_file_name_and_labels_3_as_1(tree):
+    tensors, counts = stack(tree, workers=2)
+    assert counts == {"train": {"3": 2, "7": 2}, "valid": {"3": 2, "7": 2}}
+    for split in ("train", "valid"):
+        x, y = tensors[f"{split}_x"], tensors[f"{split}_y"]
+        assert x.shape == (4, 28, 28) and y.shape == (4,)
+        assert x.dtype == y.dtype == np.uint8
+        assert y.tolist() == [1, 1, 0, 0]
+        names = [tree / split / c / n for c in ("3", "7") for n in ("10.png", "2.png")]
+        np.testing.assert_array_equal(x, np.stack([pil_decode(p) for p in names]))
+
+
+def test_png_files_ignores_other_files(tree):
+    (tree / "train" / "3" / "notes.txt").write_text("not an image")
+    (tree / "labels.csv").write_text("name,label\n")
+    assert [p.name for p in png_files(tree)["train"]["3"]] == ["10.png", "2.png"]
+
+
+# -- The stage, as the engines run it -------------------------------------------------------
+def test_help_shows_the_pipeline_paths():
+    out = subprocess.run([sys.executable, str(STAGE), "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    for flag, path in [("--raw", "data/mnist_sample"), ("--counts", "data/counts.json"),
+                       ("--tensors", "data/mnist_sample.safetensors")]:
+        assert flag in out and path in out
+
+
+def test_stage_writes_tensors_and_counts_identically_on_one_or_two_cores(tree, tmp_path):
+    outs = []
+    for threads in (1, 2):
+        out = tmp_path / f"out{threads}"
+        r = run_stage(tree, out, threads)
+        assert r.returncode == 0, r.stderr
+        outs.append(out)
+    a, b = outs
+    assert (a / "x.safetensors").read_bytes() == (b / "x.safetensors").read_bytes()
+    assert (a / "counts.json").read_bytes() == (b / "counts.json").read_bytes()
+    t = load_tensors(a / "x.safetensors")
+    assert sorted(t) == ["train_x", "train_y", "valid_x", "valid_y"]
+    assert json.loads((a / "counts.json").read_text())["valid"] == {"3": 2, "7": 2}
+
+
+def _replace(name: str, data_or_fn):
+    """A breaker: rewrite train/7/10.png (the third train file in order)."""
+
+    def breaker(raw: Path) -> Path:
+        path = raw / "train" / "7" / "10.png"
+        data = data_or_fn(path.read_bytes()) if callable(data_or_fn) else data_or_fn
+        path.write_bytes(data)
+        return path
+
+    breaker.__name__ = name
+    return breaker
+
+
+def _flip_idat_crc(data: bytes) -> bytes:
+    data = bytearray(data)
+    data[data.index(b"IEND") - 5] ^= 0xFF
+    return bytes(data)
+
+
+def _wide(shape):
+    return png_bytes(np.zeros(shape, np.uint8), width=shape[1], height=shape[0])
+
+
+def _remove_all_pngs(raw: Path) -> Path:
+    folder = raw / "valid" / "7"
+    for p in folder.iterdir():
+        p.unlink()
+    return folder
+
+
+def _remove_folder(raw: Path) -> Path:
+    folder = raw / "train" / "3"
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    return folder
+
+
+BROKEN = [
+    (_replace("truncated", lambda d: d[: len(d) // 2]), "truncated PNG"),
+    (_replace("bad_crc", _flip_idat_crc), "bad CRC in the 'IDAT' chunk"),
+    (_replace("text", b"this is not an image\n"), "not a PNG file"),
+    (_replace("zero_bytes", b""), "empty file (0 bytes)"),
+    (_replace("27_wide", _wide((28, 27))), "image is 27x28, expected 28x28"),
+    (_replace("rgb", pil_png_bytes(digit(3), "RGB")), "8-bit RGB, expected 8-bit grayscale"),
+    (_replace("rgba", pil_png_bytes(digit(3), "RGBA")), "8-bit RGBA, expected"),
+    (_replace("palette", pil_png_bytes(digit(3), "P")), "palette, expected 8-bit grayscale"),
+    (_replace("gray_alpha", pil_png_bytes(digit(3), "LA")), "grayscale+alpha, expected"),
+    (_replace("16_bit", pil_png_bytes(digit(3), "I;16")), "16-bit grayscale, expected"),
+    (_replace("1_bit", pil_png_bytes(digit(3), "1")), "1-bit grayscale, expected"),
+    (_replace("bomb", png_bytes(width=100_000, height=100_000, idat=zlib.compress(b"\0" * 99))),
+     "image is 100000x100000, expected 28x28"),
+    (_replace("bad_zlib", png_bytes(idat=b"\x78\x9c not deflate data")), "corrupt image data"),
+    (_replace("too_long", png_bytes(np.zeros((29, 28), np.uint8))), "corrupt image data"),
+    (_replace("no_idat", png_bytes(idat=b"")), "corrupt image data"),
+    (_remove_all_pngs, "no PNG files in this class folder"),
+    (_remove_folder, "class folder missing"),
+]
+
+
+@pytest.mark.parametrize(("breaker", "why"), BROKEN, ids=[b.__name__ for b, _ in BROKEN])
+def test_stage_names_the_bad_file_and_writes_nothing(tree, tmp_path, breaker, why):
+    bad = breaker(tree)
+    out = tmp_path / "out"
+    r = run_stage(tree, out)
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1, r.stderr  # one line, no traceback
+    assert r.stderr.startswith(f"error: {bad}: ") and why in r.stderr, r.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_stage_keeps_previous_outputs_when_it_fails(tree, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x.safetensors").write_text("previous")
+    (out / "counts.json").write_text("previous")
+    _replace("text", b"oops")(tree)
+    assert run_stage(tree, out).returncode == 1
+    assert sorted(p.name for p in out.iterdir()) == ["counts.json", "x.safetensors"]
+    assert {p.read_text() for p in out.iterdir()} == {"previous"}
+
+
+def test_stage_refuses_a_missing_folder(tmp_path):
+    r = run_stage(tmp_path / "nowhere", tmp_path / "out")
+    assert r.returncode == 1
+    nowhere = tmp_path / "nowhere"
+    assert r.stderr == f"error: {nowhere}: no such folder; run the download stage first\n"
+
+
+# -- The real data ----------------------------------------------------------------------------
+def test_stage_on_the_real_archive_equals_the_chapters_pil_loop(mnist_archive, tmp_path):
+    with tarfile.open(mnist_archive) as tf:
+        tf.extractall(tmp_path, filter="data")
+    raw, out = tmp_path / "mnist_sample", tmp_path / "out"
+    r = run_stage(raw, out, threads=2)
+    assert r.returncode == 0, r.stderr
+
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts == {"train": {"3": 6131, "7": 6265}, "valid": {"3": 1010, "7": 1028}}
+    t = load_tensors(out / "x.safetensors")
+    assert sorted(t) == ["train_x", "train_y", "valid_x", "valid_y"]
+    for split, n3, n7 in [("train", 6131, 6265), ("valid", 1010, 1028)]:
+        x, y = t[f"{split}_x"], t[f"{split}_y"]
+        assert tuple(x.shape) == (n3 + n7, 28, 28) and tuple(y.shape) == (n3 + n7,)
+        assert str(x.dtype) == str(y.dtype) == "torch.uint8"
+        assert y[:n3].eq(1).all() and y[n3:].eq(0).all()  # 1 for a 3, 0 for a 7
+        files = [p for c in ("3", "7") for p in sorted((raw / split / c).glob("*.png"))]
+        np.testing.assert_array_equal(x.numpy(), np.stack([pil_decode(p) for p in files]))
