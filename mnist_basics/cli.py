@@ -81,11 +81,14 @@ def run(main: Callable[[], object]) -> None:
         sys.exit(128 + signal.SIGTERM)
 
 
-def cpu_threads() -> int:
-    """The threads this stage may use: what its engine granted, else every core.
+def cpu_threads(stage: str | None = None) -> int:
+    """The threads a stage may use: what its engine granted, else every core.
 
     Snakemake exports OMP_NUM_THREADS = the rule's `threads`; DVC runs one stage at a time.
+    A stage that is not `multicore` in pipeline.py uses one thread under either engine.
     """
+    if stage is not None and not BY_NAME[stage].multicore:
+        return 1
     granted = os.environ.get("OMP_NUM_THREADS", "")
     cores = os.cpu_count() or 1
     return max(1, min(int(granted), cores)) if granted.isdigit() else cores

@@ -39,10 +39,10 @@ def pick_device(wanted: str) -> torch.device:
     return torch.device(wanted)
 
 
-def setup(seed: int, device: str) -> torch.device:
+def setup(seed: int, device: str, stage: str) -> torch.device:
     """Seed every generator, pin the thread count, and pick the device."""
     dev = pick_device(device)
-    torch.set_num_threads(cpu_threads())
+    torch.set_num_threads(cpu_threads(stage))
     random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too
     # Same params, same bytes on the CPU; on CUDA this also picks deterministic kernels.

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def local_archive() -> Path | None:
-    """The real mnist_sample.tgz, from MNIST_SAMPLE_URL (a path or file:// URL) or fastai's cache."""
+    """The real mnist_sample.tgz: MNIST_SAMPLE_URL (a path or file:// URL), or fastai's cache."""
     url = os.environ.get("MNIST_SAMPLE_URL", "")
     candidates = []
     if url:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics.pipeline import BY_NAME, STAGES, dvc_stages, render_dvc_yaml
+from mnist_basics.pipeline import BY_NAME, STAGES, render_dvc_yaml
 from tests.conftest import ROOT, make_tiny_archive
 
 VENV_BIN = Path(sys.executable).parent

@@ -1,0 +1,41 @@
+"""The package's command line: `python -m mnist_basics <command>` (or `mnist-basics <command>`).
+
+    python -m mnist_basics predict my_digit.png --model resnet18
+
+Each command lives in its own module, which provides `add_arguments(parser)` and `main(args)`;
+adding one is a line in COMMANDS. A user-fixable problem prints one `error: ...` line and
+exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from mnist_basics import cli
+
+COMMANDS = {  # name -> (module, one-line help)
+    "predict": ("mnist_basics.predict", "classify your own image of a 3 or a 7"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m mnist_basics", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=summary, description=mod.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(run=mod.main)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    cli.run(lambda: args.run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The chapter's trained models and the loop that trains them: `linear1` and `simple_net`.
+
+Everything follows fastbook chapter 4 line by line, so a learner can hold the book beside it:
+- `init_params`, `linear1` (`xb@weights + bias`) and `simple_net` (784-30-ReLU-1);
+- `mnist_loss`: sigmoid, then `torch.where(targets==1, 1-predictions, predictions).mean()`;
+- `BasicOptim`: the hand-written SGD step (`p.data -= p.grad.data * lr`);
+- `fit`: batches drawn from a shuffled permutation, one validation pass per epoch.
+
+The stages `stages/linear.py` and `stages/mlp.py` call these; `load_predictor` turns a saved
+checkpoint back into a classifier for `python -m mnist_basics predict`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from mnist_basics import PipelineError
+from mnist_basics.cli import progress
+from mnist_basics.data import SIZE, MnistSample
+from mnist_basics.train import Clock, accuracy_by_class
+
+log = logging.getLogger("mnist_basics")
+
+PIXELS = SIZE * SIZE  # 784
+# How every model here sees an image; written into each model card.
+INPUT = {
+    "shape": [SIZE, SIZE],
+    "dtype": "uint8",
+    "digit": "light on dark, as in MNIST",
+    "prepare": "x.float()/255, viewed as [N, 784]",
+}
+
+
+# -- Data ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prepared:
+    """The sample as the models read it, on the device, built once before training."""
+
+    train_x: Tensor  # float [N, 784] in [0, 1]
+    train_y: Tensor  # float [N, 1]: 1 for a 3, 0 for a 7
+    valid_x: Tensor
+    valid_y: Tensor
+
+
+def flatten(x: Tensor) -> Tensor:
+    """uint8 [N, 28, 28] -> float [N, 784] in [0, 1], the chapter's `.float()/255` and `view`."""
+    return x.float().div(255).view(-1, PIXELS)
+
+
+def prepare(sample: MnistSample, device: torch.device) -> Prepared:
+    def y(t: Tensor) -> Tensor:
+        return t.float().unsqueeze(1).to(device)  # [N] -> [N, 1], like the book's targets
+
+    return Prepared(
+        flatten(sample.train_x).to(device), y(sample.train_y),
+        flatten(sample.valid_x).to(device), y(sample.valid_y),
+    )
+
+
+# -- Models ----------------------------------------------------------------------------------
+def init_params(size, std: float = 1.0) -> Tensor:
+    """The book's `init_params`: standard normal values that autograd tracks."""
+    return (torch.randn(size) * std).requires_grad_()
+
+
+class Linear1:
+    """The chapter's `linear1(xb) = xb@weights + bias`: weights [784, 1] and bias [1] are
+    plain tensors from `init_params`, as in the book."""
+
+    def __init__(self, device: torch.device | str = "cpu", std: float = 1.0):
+        # Drawn on the CPU, then moved (still leaves), so a seed gives the same start anywhere.
+        self.weights = init_params((PIXELS, 1), std).detach().to(device).requires_grad_()
+        self.bias = init_params(1, std).detach().to(device).requires_grad_()
+
+    def __call__(self, xb: Tensor) -> Tensor:
+        return xb @ self.weights + self.bias  # [N, 784] -> [N, 1]
+
+    def parameters(self) -> list[Tensor]:
+        return [self.weights, self.bias]
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"weights": self.weights.detach(), "bias": self.bias.detach()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        with torch.no_grad():
+            self.weights.copy_(state["weights"])
+            self.bias.copy_(state["bias"])
+
+
+def simple_net(hidden: int = 30) -> nn.Sequential:
+    """The chapter's two-layer net: 784 -> hidden -> ReLU -> 1."""
+    return nn.Sequential(nn.Linear(PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+
+def mnist_loss(predictions: Tensor, targets: Tensor) -> Tensor:
+    """How far each prediction is from its target, after squashing it into (0, 1)."""
+    predictions = predictions.sigmoid()
+    return torch.where(targets == 1, 1 - predictions, predictions).mean()
+
+
+class BasicOptim:
+    """The book's hand-written optimizer: plain SGD with no momentum."""
+
+    def __init__(self, params, lr: float):
+        self.params, self.lr = list(params), lr
+
+    def step(self, *args, **kwargs) -> None:
+        for p in self.params:
+            p.data -= p.grad.data * self.lr
+
+    def zero_grad(self, *args, **kwargs) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+# -- Training --------------------------------------------------------------------------------
+@dataclass
+class Fit:
+    """What `fit` measured: one history row per epoch, and the last epoch's predictions."""
+
+    history: list[dict[str, object]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    prob3: Tensor | None = None  # float [N_valid], from the last epoch
+
+
+@torch.no_grad()
+def validate(model: Callable[[Tensor], Tensor], data: Prepared) -> tuple[float, Tensor]:
+    """The validation loss, and the probability that each validation digit is a 3."""
+    preds = model(data.valid_x)  # [N, 1]
+    return mnist_loss(preds, data.valid_y).item(), preds.sigmoid().squeeze(1)
+
+
+def fit(model, data: Prepared, *, lr: float, epochs: int, batch_size: int, seed: int,
+        desc: str = "train") -> Fit:
+    """Train with `mnist_loss` and `BasicOptim`, the chapter's `train_epoch` loop.
+
+    Each epoch visits the training set in a fresh order drawn from a generator seeded with
+    `seed`; the last batch may be short (the book's DataLoader keeps it too). Indexing the
+    tensors in memory with a permutation avoids DataLoader overhead.
+    """
+    opt = BasicOptim(model.parameters(), lr)
+    order = torch.Generator().manual_seed(seed)
+    n = len(data.train_x)
+    out, clock = Fit(), Clock()
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(n, generator=order).to(data.train_x.device)
+        total = torch.zeros((), device=data.train_x.device)  # summed on the device: no sync
+        for idx in progress(perm.split(batch_size), f"{desc} {epoch}/{epochs}"):
+            xb, yb = data.train_x[idx], data.train_y[idx]  # [B, 784], [B, 1]
+            loss = mnist_loss(model(xb), yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            total += loss.detach() * len(idx)
+        valid_loss, prob3 = validate(model, data)
+        accuracy = ((prob3 > 0.5) == data.valid_y.squeeze(1).bool()).float().mean().item()
+        seconds = clock.lap()
+        row = {"epoch": epoch, "train_loss": round(total.item() / n, 6),
+               "valid_loss": round(valid_loss, 6), "valid_accuracy": round(accuracy, 6),
+               "seconds": round(seconds, 3)}
+        log.info("epoch %d/%d: train_loss %.4f, valid_loss %.4f, valid_accuracy %.4f, %.2fs",
+                 epoch, epochs, row["train_loss"], row["valid_loss"], row["valid_accuracy"],
+                 seconds)
+        out.history.append(row)
+        out.prob3 = prob3.cpu()
+    out.epoch_seconds = [round(s, 3) for s in clock.marks]
+    out.train_seconds = clock.elapsed
+    return out
+
+
+def results(name: str, model, run: Fit, data: Prepared, *, arch: dict, params: Mapping,
+            clock: Clock, device: torch.device) -> dict:
+    """The keyword arguments of `train.save_results` for a trained model."""
+    last = run.history[-1]
+    n_images = len(data.train_x) * len(run.history)
+    metrics = {
+        **accuracy_by_class(run.prob3, data.valid_y.squeeze(1).cpu()),
+        "train_loss": last["train_loss"],
+        "valid_loss": last["valid_loss"],
+        "epochs": len(run.history),
+    }
+    return {
+        "state": model.state_dict(),
+        "card": {"model": name, "arch": arch, "input": INPUT,
+                 "params": {k: v.model_dump() for k, v in params.items()}},
+        "prob3": run.prob3,
+        "metrics": dict(sorted(metrics.items())),
+        "history": run.history,
+        "timing": {
+            "seconds": clock.elapsed,
+            "train_seconds": run.train_seconds,
+            "images_per_second": round(n_images / max(run.train_seconds, 1e-9), 1),
+            "epoch_seconds": run.epoch_seconds,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+
+LINEAR_ARCH = {"forward": "xb@weights + bias", "weights": [PIXELS, 1], "bias": [1]}
+
+
+def mlp_arch(hidden: int) -> dict:
+    return {"forward": f"Linear({PIXELS},{hidden}) -> ReLU -> Linear({hidden},1)",
+            "hidden": hidden}
+
+
+# -- Reloading -------------------------------------------------------------------------------
+def _check_state(state: Mapping[str, Tensor], expected: Mapping[str, tuple[int, ...]],
+                 model: str) -> None:
+    """Refuse a checkpoint whose tensors aren't exactly what `model` has."""
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if set(got) != set(expected):
+        raise PipelineError(
+            f"checkpoint does not fit a {model} model: it holds tensors {sorted(got)}, "
+            f"a {model} model has {sorted(expected)}"
+        )
+    for k, shape in expected.items():
+        if got[k] != shape:
+            raise PipelineError(
+                f"checkpoint does not fit a {model} model: {k} has shape {list(got[k])}, "
+                f"expected {list(shape)}"
+            )
+
+
+def build(card: Mapping) -> tuple[Callable[[Tensor], Tensor], dict[str, tuple[int, ...]]]:
+    """The untrained model a card describes, and the tensor shapes its checkpoint must hold."""
+    name = card.get("model")
+    if name == "linear":
+        return Linear1(), {"weights": (PIXELS, 1), "bias": (1,)}
+    if name == "mlp":
+        hidden = card.get("arch", {}).get("hidden")
+        if not isinstance(hidden, int) or hidden < 1:
+            raise PipelineError("mlp model card: arch.hidden must be a positive integer")
+        net = simple_net(hidden)
+        return net, {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    raise PipelineError(f"models.py holds linear and mlp, not {name!r}")
+
+
+def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tensor], Tensor]:
+    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N], the probability of a 3."""
+    model, shapes = build(card)
+    _check_state(state, shapes, card["model"])
+    model.load_state_dict(dict(state))
+
+    @torch.no_grad()
+    def predict(x: Tensor) -> Tensor:
+        return model(flatten(x)).sigmoid().squeeze(1)  # [N, 1] -> [N]
+
+    return predict

@@ -1,0 +1,28 @@
+"""Stage pixel_mean: the chapter's baseline, each digit compared with the ideal 3 and 7.
+
+Reads the stacked tensors, averages the training 3s and 7s into `mean3` and `mean7`, and
+classifies the validation digits by L1 distance (the book's `mnist_distance`) and by RMSE.
+Writes the mean images as the checkpoint, the distances beside `prob3` in the predictions,
+and the book's accuracies (3s, 7s, their average) as metrics. It reads no params.
+
+    python stages/pixel_mean.py            # every path defaults to the pipeline's
+"""
+
+import torch
+
+from mnist_basics import cli
+from mnist_basics.data import load_sample
+from mnist_basics.pixel_mean import results
+from mnist_basics.train import Clock, Paths, save_results
+
+
+def main() -> None:
+    args = cli.parser("pixel_mean", __doc__).parse_args()
+    clock = Clock()
+    torch.set_num_threads(cli.cpu_threads("pixel_mean"))
+    sample = load_sample(args.tensors)
+    save_results(Paths.from_args(args), **results(sample, clock))
+
+
+if __name__ == "__main__":
+    cli.run(main)

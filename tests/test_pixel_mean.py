@@ -1,0 +1,149 @@
+"""The pixel-mean baseline: its distances, its accuracy, and stage `pixel_mean` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_basics.artifacts import load_tensors
+from mnist_basics.data import MnistSample, load_sample
+from mnist_basics.pipeline import BY_NAME
+from mnist_basics.pixel_mean import (
+    class_accuracies,
+    classify,
+    load_predictor,
+    mean_images,
+    mnist_distance,
+    rmse_distance,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_stage(name: str, out: Path, tensors: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Run stages/<name>.py with every output under `out`, from outside the project."""
+    s = BY_NAME[name]
+    cmd = [sys.executable, str(ROOT / s.script), "--tensors", str(tensors), *extra]
+    for flag, path in {**s.outputs, **s.metrics, **s.plots}.items():
+        cmd += [f"--{flag.replace('_', '-')}", str(out / path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_mean_images_are_the_ideal_digits():
+    x = torch.tensor([[[0, 255], [0, 255]], [[255, 255], [255, 255]], [[0, 0], [0, 0]]],
+                     dtype=torch.uint8)  # [3, 2, 2]
+    y = torch.tensor([1, 1, 0], dtype=torch.uint8)
+    mean3, mean7 = mean_images(x, y)
+    assert mean3.dtype == torch.float32 and mean3.shape == (2, 2)
+    torch.testing.assert_close(mean3, torch.tensor([[0.5, 1.0], [0.5, 1.0]]))
+    torch.testing.assert_close(mean7, torch.zeros(2, 2))
+
+
+def test_distances_match_the_book_and_broadcast():
+    a = torch.zeros(3, 28, 28)
+    a[1] = 0.5
+    a[2, :14] = 1.0  # half the pixels differ by 1
+    ideal = torch.zeros(28, 28)
+    torch.testing.assert_close(mnist_distance(a, ideal), torch.tensor([0.0, 0.5, 0.5]))
+    torch.testing.assert_close(rmse_distance(a, ideal), torch.tensor([0.0, 0.5, 0.5**0.5]))
+    assert mnist_distance(a[0], ideal).shape == ()  # one image -> one number
+
+
+def test_accuracy_is_the_average_of_the_two_classes():
+    # 3 threes (2 right) and 1 seven (right): the book averages 2/3 and 1, not 3/4 overall.
+    is_3 = torch.tensor([True, True, False, False])
+    y = torch.tensor([1, 1, 1, 0], dtype=torch.uint8)
+    acc3, acc7, avg = class_accuracies(is_3, y)
+    assert (acc3, acc7) == pytest.approx((2 / 3, 1.0))
+    assert avg == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_classify_tiny(tiny_tensors):
+    sample = load_sample(tiny_tensors)
+    out = classify(sample)
+    m = out["metrics"]
+    assert set(m) == {"accuracy", "accuracy_3", "accuracy_7",
+                      "rmse_accuracy", "rmse_accuracy_3", "rmse_accuracy_7"}
+    assert m["accuracy"] == 1.0 and m["rmse_accuracy"] == 1.0  # the tiny digits are easy
+    d = out["distances"]
+    n = len(sample.valid_y)
+    assert all(v.shape == (n,) and v.dtype == torch.float32 for v in d.values())
+    # prob3 = d7/(d3+d7) says "3" exactly when the digit is nearer the ideal 3.
+    assert torch.equal(out["prob3"] > 0.5, d["l1_3"] < d["l1_7"])
+    assert ((out["prob3"] > 0) & (out["prob3"] < 1)).all()
+
+
+def test_classify_counts_mistakes_per_class():
+    # Valid 3s that look like 7s: the baseline gets every 3 wrong and every 7 right.
+    three, seven = torch.zeros(28, 28, dtype=torch.uint8), torch.zeros(28, 28, dtype=torch.uint8)
+    three[:, :14], seven[:, 14:] = 255, 255
+    train_x, train_y = torch.stack([three, seven]), torch.tensor([1, 0], dtype=torch.uint8)
+    valid_x, valid_y = torch.stack([seven, seven, seven]), torch.tensor([1, 1, 0]).byte()
+    m = classify(MnistSample(train_x, train_y, valid_x, valid_y))["metrics"]
+    assert (m["accuracy_3"], m["accuracy_7"], m["accuracy"]) == (0.0, 1.0, 0.5)
+
+
+def test_stage_end_to_end(tiny_tensors, tmp_path):
+    outs = []
+    for run in ("a", "b"):
+        r = run_stage("pixel_mean", tmp_path / run, tiny_tensors)
+        assert r.returncode == 0, r.stderr
+        outs.append(tmp_path / run)
+    a = outs[0]
+
+    state = load_tensors(a / "models/pixel_mean.safetensors")
+    assert set(state) == {"mean3", "mean7"}
+    assert all(v.dtype == torch.float32 and v.shape == (28, 28) for v in state.values())
+    sample = load_sample(tiny_tensors)
+    mean3, mean7 = mean_images(sample.train_x, sample.train_y)
+    assert torch.equal(state["mean3"], mean3) and torch.equal(state["mean7"], mean7)
+
+    preds = load_tensors(a / "models/pixel_mean_valid.safetensors")
+    assert set(preds) == {"prob3", "l1_3", "l1_7", "rmse_3", "rmse_7"}
+    assert all(v.shape == (48,) and v.dtype == torch.float32 for v in preds.values())
+
+    metrics = json.loads((a / "metrics/pixel_mean.json").read_text())
+    assert metrics["accuracy"] == 1.0 and "epochs" not in metrics
+
+    card = json.loads((a / "models/pixel_mean.json").read_text())
+    assert card["model"] == "pixel_mean" and card["params"] == {}
+    assert set(card) == {"model", "arch", "params", "input"}
+    # The checkpoint and card alone reproduce the saved predictions.
+    torch.testing.assert_close(load_predictor(state, card)(sample.valid_x), preds["prob3"])
+
+    rows = list(csv.DictReader((a / "metrics/pixel_mean_history.csv").open()))
+    assert len(rows) == 1
+    assert rows[0]["epoch"] == "1" and rows[0]["train_loss"] == rows[0]["valid_loss"] == ""
+    assert float(rows[0]["valid_accuracy"]) == metrics["accuracy"]
+
+    timing = json.loads((a / "metrics/pixel_mean_timing.json").read_text())
+    assert {"seconds", "train_seconds", "images_per_second", "epoch_seconds", "device",
+            "threads"} <= set(timing)
+    assert timing["device"] == "cpu" and timing["threads"] == 1
+
+    # Reruns write the same bytes (timings live apart).
+    for rel in ("models/pixel_mean.safetensors", "models/pixel_mean_valid.safetensors",
+                "models/pixel_mean.json", "metrics/pixel_mean.json"):
+        assert (a / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+
+
+def test_stage_help_and_missing_input(tmp_path):
+    r = run_stage("pixel_mean", tmp_path / "out", tmp_path / "nope.safetensors")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "nope.safetensors: not found" in r.stderr
+    assert not (tmp_path / "out").exists()  # nothing written before the input is read
+
+    h = subprocess.run([sys.executable, str(ROOT / "stages/pixel_mean.py"), "--help"],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert h.returncode == 0
+    assert "--tensors" in h.stdout and "--params" not in h.stdout  # it reads no params
