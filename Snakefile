@@ -119,6 +119,7 @@ onstart:
         "another DVC process (a `dvc repro`?) is working in this project; "
         "wait for it to finish, then run again"
     )
+    os.makedirs(".dvc/tmp", exist_ok=True)  # absent in a fresh clone until DVC first runs
     try:
         HELD.append(zc.lockfile.LockFile(".dvc/tmp/lock"))
         outputs = [os.path.abspath(p) for s in STAGES for p in s.all_outputs]

@@ -4,6 +4,11 @@ Every file a stage writes goes to a temporary file in the same folder, is flushe
 and is then `os.replace`d into place: a crash, a kill or a full disk leaves either the old
 artifact or the new one, never a mix. Tensors are safetensors (no pickle anywhere); small
 records are JSON with sorted keys, so equal content means equal bytes.
+
+Temporary names carry the writer's process id (`.mlp.json.4242.k3j_x.tmp`,
+`.mnist_sample.tmp.4242.k3j_x/`). Only SIGKILL (or a power cut) can leave one behind; the
+next writer of the same artifact removes those whose process is gone (`sweep`), and never
+touches a temporary that a live process is still writing.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,13 +37,63 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep(path: str | Path) -> list[Path]:
+    """Remove the temporaries a killed writer of `path` left beside it; returns what it removed.
+
+    Matches `.<name>.<pid>.*.tmp*` (files) and `.<name>.tmp.<pid>.*`, `.<name>.old.<pid>.*`
+    (folders), and only when process <pid> no longer exists.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(?:tmp|old)\.(\d+)\.|(\d+)\..*\.tmp)")
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:  # no folder yet, or unreadable: nothing of ours to clean
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m or _alive(int(m.group(1) or m.group(2))):
+            continue
+        stale = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def temp_dir(beside: str | Path, kind: str = "tmp") -> Path:
+    """A fresh hidden folder beside `beside` (same file system, so os.replace works)."""
+    beside = Path(beside)
+    try:
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        sweep(beside)
+        prefix = f".{beside.name}.{kind}.{os.getpid()}."
+        return Path(tempfile.mkdtemp(dir=beside.parent, prefix=prefix))
+    except OSError as e:
+        raise PipelineError(f"cannot write {beside}: {e.strerror or e}") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it's gone."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+        sweep(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                   suffix=".tmp" + suffix)
     except OSError as e:
         raise PipelineError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
@@ -123,14 +179,14 @@ def replace_dir(src: str | Path, dst: str | Path) -> None:
     src, dst = Path(src), Path(dst)
     old = None
     if dst.exists():
-        old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.old."))
+        old = temp_dir(dst, "old")
         os.replace(dst, old / dst.name)
     try:
         os.replace(src, dst)
-    except OSError:
+    except OSError as e:
         if old is not None:  # put the previous good copy back
             os.replace(old / dst.name, dst)
-        raise
+        raise PipelineError(f"cannot write {dst}: {e.strerror or e}") from None
     finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)

@@ -29,7 +29,6 @@ import re
 import shutil
 import sys
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from mnist_basics import PipelineError
-from mnist_basics.artifacts import replace_dir
+from mnist_basics.artifacts import replace_dir, temp_dir
 from mnist_basics.params import Data
 
 log = logging.getLogger(__name__)
@@ -269,7 +268,7 @@ def extract(archive: Path, dest: Path, data: Data, name: str, knob: str) -> Path
                 f"{name}: truncated or corrupt archive ({e}); fetch a fresh copy"
             ) from None
         except OSError as e:
-            raise PipelineError(f"{name}: cannot extract: {e.strerror or e}") from None
+            raise PipelineError(f"{name}: cannot extract into {dest}: {e.strerror or e}") from None
     return dest / TOP
 
 
@@ -327,7 +326,7 @@ def sources(data: Data) -> list[Source]:
 
 
 def _install(source: Source, out: Path, data: Data) -> Downloaded:
-    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp."))
+    work = temp_dir(out)  # removes what a killed earlier run left there
     try:
         if source.is_http:
             archive = work / "archive.tgz"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,7 +61,11 @@ def read_image(path: Path) -> Tensor:
     if path.is_dir():
         raise PipelineError(f"{path}: is a directory, not an image")
     try:
-        with Image.open(path) as img:  # reads the header only
+        with warnings.catch_warnings():
+            # Pillow warns past ~89M pixels; our own limit below refuses those anyway, in one line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)  # reads the header only
+        with img:
             if img.format not in FORMATS:
                 raise PipelineError(f"{path}: a {img.format} image; give a PNG or JPEG")
             w, h = img.size

@@ -1,12 +1,21 @@
-"""Shared fixtures: the real archive, and a tiny synthetic stand-in for the stacked tensors."""
+"""Shared fixtures: the real archive, tiny synthetic stand-ins for it, and project copies.
+
+`project` copies this project into a fresh git repo under tmp_path, set to download a tiny
+archive, so that a whole Snakemake or DVC run takes seconds and never touches the checkout.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,3 +116,96 @@ def make_tiny_archive(root: Path, **kw) -> tuple[Path, str, str]:
     with tarfile.open(path, "w:gz") as tar:
         tar.add(top, arcname="mnist_sample")
     return path, hashlib.md5(path.read_bytes()).hexdigest(), content_digest(top)
+
+
+# -- A copy of the project, for tests that run whole engines --------------------------------
+
+VENV_BIN = Path(sys.executable).parent
+OUTPUT_DIRS = ("data", "models", "metrics")  # where the stages write; never copied
+GENERATED = ("dvc.lock", "reports/index.html", "reports/accuracy.csv")
+
+
+def engine_env(**extra) -> dict:
+    """The environment the engines run in: this venv first on PATH, no thread cap."""
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", **extra}
+    env.pop("OMP_NUM_THREADS", None)
+    return env
+
+
+def sh(*cmd, cwd=ROOT, env=None, check=True, timeout=600) -> subprocess.CompletedProcess:
+    # Stage scripts in a project copy import the copy's package, not the one installed here.
+    env = {**(env or engine_env()), "PYTHONPATH": str(cwd)}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def set_params(proj: Path, **sections: dict) -> None:
+    """Update params.yaml in `proj`: set_params(p, mlp={"epochs": 2})."""
+    path = proj / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# A whole run in seconds: these copies test the machinery, not the accuracy.
+FAST_PARAMS = {"linear": {"epochs": 3}, "mlp": {"epochs": 3},
+               "resnet18": {"epochs": 1, "batch_size": 8}}
+
+
+def make_project(dest: Path, archive: Path, md5: str, digest: str,
+                 params: dict | None = None) -> Path:
+    """Copy this project's tracked and new files (no outputs) into a fresh git repo at `dest`.
+
+    params.yaml accepts `archive` (by md5 and content digest), updated with `params`.
+    Point MNIST_SAMPLE_URL at `archive` for the download stage to use it.
+    """
+    files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout
+    for rel in filter(None, files.split("\0")):
+        if rel.split("/")[0] in OUTPUT_DIRS or rel in GENERATED or not (ROOT / rel).is_file():
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest / rel)
+    set_params(dest, data={"md5": md5, "content_digest": digest}, **(params or {}))
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
+    sh("git", "init", "-q", cwd=dest)
+    sh(*git, "add", "-A", cwd=dest)
+    sh(*git, "commit", "-qm", "copy", cwd=dest)
+    return dest
+
+
+@pytest.fixture
+def tiny_archive(tmp_path) -> tuple[Path, str, str]:
+    """make_tiny_archive in tmp_path/archive: (path, md5, content digest)."""
+    (tmp_path / "archive").mkdir()
+    return make_tiny_archive(tmp_path / "archive")
+
+
+@pytest.fixture
+def project(tmp_path, tiny_archive, monkeypatch) -> Path:
+    """A copy of this project in a fresh git repo, set to download a tiny archive, fast params."""
+    archive, md5, digest = tiny_archive
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
+    return make_project(tmp_path / "proj", archive, md5, digest, FAST_PARAMS)
+
+
+SNAKEMAKE = ("snakemake", "--cores", "4", "--resources", "gpu=1")
+
+
+def dvc_changed(proj: Path, env: dict | None = None) -> set[str]:
+    """The stages `dvc status` reports as changed."""
+    out = sh("dvc", "status", cwd=proj, env=env).stdout
+    if "Data and pipelines are up to date." in out:
+        return set()
+    return {line[:-1] for line in out.splitlines() if re.match(r"^\w+:$", line)}
+
+
+def snakemake_plan(proj: Path, env: dict | None = None) -> set[str] | str:
+    """The stages a Snakemake dry run would run, or its error when it refuses to plan."""
+    r = sh(*SNAKEMAKE, "--dry-run", cwd=proj, env=env, check=False)
+    if r.returncode != 0:
+        return r.stdout + r.stderr
+    return set(re.findall(r"^(?:local)?rule (\w+):$", r.stdout, re.M)) - {"all"}

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import ast
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,24 +12,15 @@ import pytest
 import yaml
 
 from mnist_basics.pipeline import BY_NAME, STAGES, render_dvc_yaml
-from tests.conftest import ROOT, make_tiny_archive
-
-VENV_BIN = Path(sys.executable).parent
-
-
-def engine_env(**extra) -> dict:
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", **extra}
-    env.pop("OMP_NUM_THREADS", None)
-    return env
-
-
-def sh(*cmd, cwd=ROOT, env=None, check=True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, cwd=cwd, env=env or engine_env(), capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
-
+from tests.conftest import (
+    OUTPUT_DIRS,
+    ROOT,
+    SNAKEMAKE,
+    dvc_changed,
+    set_params,
+    sh,
+    snakemake_plan,
+)
 
 # -- One definition ---------------------------------------------------------------------------
 
@@ -145,56 +134,8 @@ def test_code_deps_are_exactly_what_the_stage_imports(stage):
 
 # -- One state --------------------------------------------------------------------------------
 
-OUTPUT_DIRS = ("data", "models", "metrics")
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch) -> Path:
-    """A copy of this project in a fresh git repo, set to download a tiny archive."""
-    proj = tmp_path / "proj"
-    files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout
-    for rel in filter(None, files.split("\0")):
-        if rel.split("/")[0] in OUTPUT_DIRS or rel in ("dvc.lock", "reports/index.html",
-                                                       "reports/accuracy.csv"):
-            continue
-        if not (ROOT / rel).is_file():
-            continue
-        (proj / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, proj / rel)
-    archive, md5, digest = make_tiny_archive(tmp_path)
-    params = yaml.safe_load((proj / "params.yaml").read_text())
-    params["data"].update(md5=md5, content_digest=digest)
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
-    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
-    sh("git", "init", "-q", cwd=proj)
-    sh(*git, "add", "-A", cwd=proj)
-    sh(*git, "commit", "-qm", "copy", cwd=proj)
-    return proj
-
-
 def snakemake(proj, *args):
-    return sh("snakemake", "--cores", "4", "--resources", "gpu=1", *args, cwd=proj)
-
-
-def planned(proj) -> set[str]:
-    """The stages a Snakemake dry run would run."""
-    out = snakemake(proj, "--dry-run").stdout
-    return set(re.findall(r"^(?:local)?rule (\w+):$", out, re.M)) - {"all"}
-
-
-def dvc_changed(proj) -> set[str]:
-    out = sh("dvc", "status", cwd=proj).stdout
-    if "Data and pipelines are up to date." in out:
-        return set()
-    return {line[:-1] for line in out.splitlines() if re.match(r"^\w+:$", line)}
-
-
-def set_param(proj, section, key, value):
-    path = proj / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params[section][key] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return sh(*SNAKEMAKE, *args, cwd=proj)
 
 
 def clean_outputs(proj):
@@ -208,33 +149,34 @@ def clean_outputs(proj):
 def test_snakemake_run_leaves_dvc_up_to_date_and_param_edits_rerun_only_dependents(project):
     snakemake(project)
     assert dvc_changed(project) == set()
-    assert planned(project) == set()
+    assert snakemake_plan(project) == set()
 
-    set_param(project, "mlp", "lr", 0.05)
+    set_params(project, mlp={"lr": 0.05})
     assert dvc_changed(project) == {"mlp", "report"}
-    assert planned(project) == {"mlp", "report"}
-    log = snakemake(project).stderr
+    assert snakemake_plan(project) == {"mlp", "report"}
+    r = snakemake(project)
+    log = r.stdout + r.stderr
     assert set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - {"all"} == {"mlp", "report"}
     assert dvc_changed(project) == set()
-    assert planned(project) == set()
+    assert snakemake_plan(project) == set()
 
 
 @pytest.mark.slow
 def test_dvc_repro_leaves_snakemake_nothing_to_do_and_param_edits_rerun_only_dependents(project):
     sh("dvc", "repro", cwd=project)
-    assert planned(project) == set()
+    assert snakemake_plan(project) == set()
 
-    set_param(project, "linear", "epochs", 5)
-    assert planned(project) == {"linear", "report"}
+    set_params(project, linear={"epochs": 5})
+    assert snakemake_plan(project) == {"linear", "report"}
     out = sh("dvc", "repro", cwd=project).stdout
     assert set(re.findall(r"^Running stage '(\w+)'", out, re.M)) == {"linear", "report"}
-    assert planned(project) == set()
+    assert snakemake_plan(project) == set()
     assert dvc_changed(project) == set()
 
     # And back to Snakemake after DVC made everything from scratch.
     clean_outputs(project)
     sh("dvc", "repro", cwd=project)
-    set_param(project, "resnet18", "lr", 0.05)
-    assert planned(project) == {"resnet18", "report"}
+    set_params(project, resnet18={"lr": 0.02})
+    assert snakemake_plan(project) == {"resnet18", "report"}
     snakemake(project)
     assert dvc_changed(project) == set()
