@@ -34,7 +34,6 @@ except PipelineError as e:
     raise WorkflowError(str(e)) from None
 
 STARTED = time.time()
-CORES = os.cpu_count() or 1  # Snakemake lowers a rule's threads to --cores when needed
 LOCKED = (yaml.safe_load(Path("dvc.lock").read_text()) or {}) if Path("dvc.lock").exists() else {}
 
 
@@ -94,7 +93,9 @@ for s in STAGES:
         output: [declared(p) for p in s.all_outputs]
         # `shell:` is evaluated when the job runs, after this loop has moved on: bind now.
         params: cmd=s.cmd
-        threads: CORES if s.multicore else 1
+        # A multicore stage claims every core Snakemake has, so that nothing runs beside it
+        # (each stage still uses no more threads than the machine has; see cli.cpu_threads).
+        threads: workflow.cores if s.multicore else 1
         resources: gpu=int(s.gpu)
         conda: "environment.yml"  # used only with --software-deployment-method conda
         log: log_of(s.name)

@@ -69,17 +69,22 @@ class Mlp(Section):
     hidden: PositiveInt = 30
 
 
+Momentum = Annotated[float, Field(ge=0, lt=1)]
+
+
 class Resnet18(Section):
     """torchvision's resnet18 from scratch, one-cycle schedule (the book's fit_one_cycle)."""
 
-    lr: Lr = 0.1  # peak learning rate of the one-cycle schedule
+    lr: Lr = 0.05  # peak learning rate of the one-cycle schedule
     epochs: PositiveInt = 1
-    batch_size: PositiveInt = 256
+    # The last partial batch of each epoch is dropped; batchnorm needs 2 images per batch.
+    batch_size: Annotated[int, Field(ge=2)] = 256
     pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25  # fraction of steps spent warming up
-    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01  # conv and linear weights only
+    max_momentum: Momentum = 0.95  # SGD momentum at the start and end of the cycle,
+    base_momentum: Momentum = 0.85  # and at the peak lr (fastai's moms=(0.95, 0.85, 0.95))
     channels_last: bool = True  # memory format for the convolutions
-    bf16: bool = False  # autocast matmuls and convolutions to bfloat16
+    bf16: bool = True  # autocast matmuls and convolutions to bfloat16
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -1,0 +1,338 @@
+"""The chapter's closing model: torchvision's resnet18, trained from scratch with one cycle.
+
+The book ends chapter 4 with `cnn_learner(dls, resnet18, pretrained=False,
+loss_func=F.cross_entropy)` and `learn.fit_one_cycle(1, 0.1)`: 0.997 accuracy in one epoch
+on a GPU. Here the same network, `torchvision.models.resnet18(weights=None, num_classes=2)`,
+is trained by `fit_one_cycle` below (run it as `python stages/resnet18.py`):
+
+- Grayscale input: conv1 is replaced by a 1-in-channel conv (7x7, stride 2, 64 filters).
+  Repeating the digit into 3 identical channels only makes sense to reuse pretrained RGB
+  filters; trained from scratch it would triple conv1's work and memory for nothing.
+- Images: `(x/255 - mean)/std` with the training set's own mean and std (saved in the
+  model card), at 28x28. The stem (stride-2 conv, max-pool) brings a digit to 7x7, so the
+  four stages see 7x7, 4x4, 2x2 and 1x1 maps: 33 M multiply-adds per image, 26 M once
+  layer4 skips the taps that only ever see padding (`OnePixelConv2d`).
+- Loss and schedule: cross-entropy over two classes (index 1 is a 3, as the chapter's
+  labels), `OneCycleLR` (cosine warm-up to `lr` over `pct_start` of the steps, then cosine
+  annealing, with momentum cycled 0.95 -> 0.85 -> 0.95 as in fastai).
+- Optimizer: SGD with Nesterov momentum and weight decay on conv/linear weights only
+  (fastai skips batchnorm and bias parameters too), peak lr 0.05: 0.9961-0.9975 over five
+  seeds. AdamW with the same schedule (lr 0.01, fastai's default optimizer family) spread
+  more (0.9951-0.9995); the book's lr 0.1 is too high for SGD here (0.9917-0.9941).
+- Speed on a CPU: the tensors sit in memory already normalised (no DataLoader, no decoding),
+  batches are the same size (the last partial batch is dropped, as fastai's training
+  DataLoader does) so oneDNN reuses its kernels, convolutions run channels_last under
+  bfloat16 autocast (`resnet18.bf16`: for CPUs with avx512_bf16 or AMX, and CUDA), layer4
+  skips its padding taps, the optimizer step is fused, and the validation set is scored
+  once per epoch in large batches under `torch.inference_mode`. On one 2-core AVX-512
+  machine each of bf16, channels_last and the one-pixel convs is worth 1.1-1.7x, together
+  ~2x over float32 NCHW (`python bench/resnet18_bench.py speed`); torch.compile spends ~45 s
+  compiling and is slower than this afterwards.
+
+`load_predictor` turns a checkpoint and its model card back into a classifier that
+`python -m mnist_basics predict` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mnist_basics import PipelineError
+from mnist_basics.cli import progress
+from mnist_basics.data import SIZE, MnistSample
+from mnist_basics.train import Clock, accuracy_by_class
+
+log = logging.getLogger("mnist_basics")
+
+CHANNELS = 1  # grayscale: conv1 takes one channel (see the module docstring)
+CLASSES = 2  # output index 1 is a 3, index 0 a 7: the chapter's labels
+VALID_BATCH = 1024  # scoring needs no gradients: large batches keep the kernels busy
+ARCH = {
+    "torchvision": "resnet18(weights=None, num_classes=2)",
+    "conv1": "Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)",
+    "in_channels": CHANNELS,
+    "num_classes": CLASSES,
+}
+
+
+# -- The model -------------------------------------------------------------------------------
+class OnePixelConv2d(nn.Conv2d):
+    """An `nn.Conv2d` that computes a one-pixel output as a single matrix product.
+
+    A 28x28 digit reaches layer4 as a 2x2 map and leaves it as 1x1, so each of layer4's
+    convolutions has one output pixel whose window lies mostly over zero padding: a 3x3
+    conv on a 1x1 map uses only its centre tap, on a 2x2 map with stride 2 only 4 taps.
+    oneDNN still computes all 9 (and its weight-gradient kernel is slow on such shapes);
+    multiplying the pixels in the window by just the taps that land on them gives the same
+    numbers for ~5x less time forward and backward. Any other output size is nn.Conv2d's.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        one_pixel = (h + 2 * ph - kh) // sh == 0 and (w + 2 * pw - kw) // sw == 0
+        if not one_pixel or self.groups != 1 or self.dilation != (1, 1) \
+                or self.padding_mode != "zeros":
+            return super().forward(x)
+        rows, cols = min(h, kh - ph), min(w, kw - pw)  # the input pixels inside the window
+        pixels = x[:, :, :rows, :cols].flatten(1)  # [N, C*rows*cols]
+        taps = self.weight[:, :, ph:ph + rows, pw:pw + cols].flatten(1)  # [O, C*rows*cols]
+        return F.linear(pixels, taps, self.bias).view(n, -1, 1, 1)  # [N, O, 1, 1]
+
+
+def _one_pixel_convs(module: nn.Module) -> None:
+    """Swap every nn.Conv2d for a OnePixelConv2d holding the same parameters."""
+    for name, child in module.named_children():
+        if type(child) is nn.Conv2d:
+            conv = OnePixelConv2d(child.in_channels, child.out_channels, child.kernel_size,
+                                  stride=child.stride, padding=child.padding,
+                                  bias=child.bias is not None, device="meta")
+            conv.weight, conv.bias = child.weight, child.bias
+            setattr(module, name, conv)
+        else:
+            _one_pixel_convs(child)
+
+
+def resnet18(one_pixel: bool = True) -> nn.Module:
+    """torchvision's resnet18 for 1-channel 28x28 digits: [N, 1, 28, 28] -> logits [N, 2].
+
+    `one_pixel=False` keeps torchvision's plain convolutions (same function, slower on a CPU).
+    """
+    from torchvision.models import resnet18 as tv_resnet18  # ~1 s to import: only when needed
+
+    model = tv_resnet18(weights=None, num_classes=CLASSES)
+    model.conv1 = nn.Conv2d(CHANNELS, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    # The same init torchvision gives the conv1 it replaced.
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if one_pixel:
+        _one_pixel_convs(model)  # same parameters, same function: only faster on small maps
+    return model
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bfloat16 autocast on the device when asked for; a no-op otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def warn_if_slow_bf16(device: torch.device, bf16: bool) -> None:
+    """Without bfloat16 instructions a CPU emulates them: slower than float32, not faster."""
+    if bf16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("this CPU has no bfloat16 instructions: set resnet18.bf16 to false "
+                    "in params.yaml for a faster run")
+
+
+# -- Data ------------------------------------------------------------------------------------
+def normalisation(train_x: Tensor) -> dict[str, float]:
+    """The training pixels' mean and std (in [0, 1] units), rounded so the card is exact."""
+    x = train_x.float().div(255)
+    return {"mean": round(x.mean().item(), 6), "std": round(x.std().item(), 6)}
+
+
+def prepare_images(x: Tensor, mean: float, std: float, device: torch.device | str = "cpu",
+                   channels_last: bool = True) -> Tensor:
+    """uint8 [N, 28, 28] -> float [N, 1, 28, 28], `(x/255 - mean)/std`, on the device."""
+    x = x.to(device).float().div(255).sub(mean).div(std).unsqueeze(1)  # [N, 1, 28, 28]
+    return x.contiguous(memory_format=memory_format(channels_last))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The sample as resnet18 reads it, on the device, built once before training."""
+
+    train_x: Tensor  # float [N, 1, 28, 28], normalised
+    train_y: Tensor  # int64 [N]: 1 for a 3, 0 for a 7 (class indices for cross-entropy)
+    valid_x: Tensor
+    valid_y: Tensor
+    input: dict  # how the images were prepared, for the model card
+
+
+def prepare(sample: MnistSample, device: torch.device, channels_last: bool) -> Prepared:
+    stats = normalisation(sample.train_x)
+
+    def images(x: Tensor) -> Tensor:
+        return prepare_images(x, stats["mean"], stats["std"], device, channels_last)
+
+    return Prepared(
+        images(sample.train_x), sample.train_y.long().to(device),
+        images(sample.valid_x), sample.valid_y.long().to(device),
+        input={
+            "shape": [SIZE, SIZE],
+            "dtype": "uint8",
+            "digit": "light on dark, as in MNIST",
+            "channels": CHANNELS,
+            **stats,
+            "prepare": "(x.float()/255 - mean)/std, viewed as [N, 1, 28, 28]",
+        },
+    )
+
+
+# -- Training --------------------------------------------------------------------------------
+@dataclass
+class Fit:
+    """What `fit_one_cycle` measured: rows per epoch and per step, the last predictions."""
+
+    history: list[dict[str, object]] = field(default_factory=list)  # one row per epoch
+    steps: list[dict[str, object]] = field(default_factory=list)  # one row per optimizer step
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images: int = 0  # training images seen, over all epochs
+    prob3: Tensor | None = None  # float [N_valid], from the last epoch
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv and linear weights only; batchnorm and biases are left alone."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.inference_mode()
+def predict_prob3(model: nn.Module, x: Tensor, *, bf16: bool) -> tuple[Tensor, Tensor]:
+    """Logits (float [N, 2]) and the probability of a 3 (float [N]) for prepared images."""
+    model.eval()
+    chunks = []
+    for xb in x.split(VALID_BATCH):
+        with autocast(x.device, bf16):
+            chunks.append(model(xb).float())
+    logits = torch.cat(chunks)  # [N, 2]
+    return logits, logits.softmax(dim=1)[:, 1]
+
+
+def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
+                  batch_size: int, pct_start: float, weight_decay: float,
+                  max_momentum: float, base_momentum: float, bf16: bool, seed: int,
+                  desc: str = "resnet18") -> Fit:
+    """Train with cross-entropy, SGD + Nesterov momentum and a one-cycle schedule.
+
+    Each epoch visits the training set in a fresh order from a generator seeded with `seed`,
+    in batches of exactly `batch_size` (the remainder is dropped, as in fastai), and ends with
+    one validation pass.
+    """
+    n = len(data.train_x)
+    per_epoch = n // batch_size
+    if per_epoch == 0:
+        raise PipelineError(
+            f"resnet18.batch_size: {batch_size} is more than the {n} training images"
+        )
+    device = data.train_x.device
+    warn_if_slow_bf16(device, bf16)
+    opt = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=max_momentum,
+                          nesterov=True, fused=True)
+    # Momentum falls while the lr rises, then climbs back (fastai's moms=(0.95, 0.85, 0.95)).
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=per_epoch * epochs, pct_start=pct_start,
+        base_momentum=base_momentum, max_momentum=max_momentum)
+    order = torch.Generator().manual_seed(seed)
+    out, clock = Fit(), Clock()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=order)[: per_epoch * batch_size].to(device)
+        lrs, losses = [], []
+        for idx in progress(perm.view(per_epoch, batch_size), f"{desc} {epoch}/{epochs}"):
+            xb, yb = data.train_x[idx], data.train_y[idx]  # [B, 1, 28, 28], [B]
+            with autocast(device, bf16):
+                logits = model(xb)  # [B, 2]
+            loss = F.cross_entropy(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lrs.append(sched.get_last_lr()[0])
+            sched.step()
+            losses.append(loss.detach())  # kept on the device: no sync per step
+        losses = torch.stack(losses).float().cpu()
+        logits, prob3 = predict_prob3(model, data.valid_x, bf16=bf16)
+        valid_loss = F.cross_entropy(logits, data.valid_y).item()
+        accuracy = ((prob3 > 0.5) == data.valid_y.bool()).float().mean().item()
+        seconds = clock.lap()
+        first = len(out.steps)
+        out.steps += [{"step": first + i + 1, "lr": round(r, 8), "loss": round(v, 6)}
+                      for i, (r, v) in enumerate(zip(lrs, losses.tolist(), strict=True))]
+        row = {"epoch": epoch, "train_loss": round(losses.mean().item(), 6),
+               "valid_loss": round(valid_loss, 6), "valid_accuracy": round(accuracy, 6),
+               "seconds": round(seconds, 3)}
+        if not math.isfinite(row["train_loss"]):
+            raise PipelineError(f"resnet18 diverged in epoch {epoch} (loss {row['train_loss']});"
+                                " lower resnet18.lr")
+        log.info("epoch %d/%d: train_loss %.4f, valid_loss %.4f, valid_accuracy %.4f, %.2fs",
+                 epoch, epochs, row["train_loss"], row["valid_loss"], row["valid_accuracy"],
+                 seconds)
+        out.history.append(row)
+        out.images += per_epoch * batch_size
+        out.prob3 = prob3.cpu()
+    out.epoch_seconds = [round(s, 3) for s in clock.marks]
+    out.train_seconds = clock.elapsed
+    return out
+
+
+def results(model: nn.Module, run: Fit, data: Prepared, *, params: Mapping, clock: Clock,
+            device: torch.device) -> dict:
+    """The keyword arguments of `train.save_results` for the trained resnet18."""
+    last = run.history[-1]
+    metrics = {
+        **accuracy_by_class(run.prob3, data.valid_y.cpu()),
+        "train_loss": last["train_loss"],
+        "valid_loss": last["valid_loss"],
+        "epochs": len(run.history),
+    }
+    bf16 = params["resnet18"].bf16
+    return {
+        "state": model.state_dict(),
+        "card": {"model": "resnet18", "arch": ARCH,
+                 "input": {**data.input, "autocast": "bfloat16" if bf16 else "none"},
+                 "params": {k: v.model_dump() for k, v in params.items()}},
+        "prob3": run.prob3,
+        "metrics": dict(sorted(metrics.items())),
+        "history": run.history,
+        "timing": {
+            "seconds": clock.elapsed,
+            "train_seconds": run.train_seconds,
+            "images_per_second": round(run.images / max(run.train_seconds, 1e-9), 1),
+            "epoch_seconds": run.epoch_seconds,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+
+# -- Reloading -------------------------------------------------------------------------------
+def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tensor], Tensor]:
+    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N], the probability of a 3.
+
+    It prepares images and scores them exactly as the stage scored the validation set
+    (same normalisation, same autocast), so it reproduces the stage's predictions.
+    """
+    if card.get("model") != "resnet18":
+        raise PipelineError(f"resnet.py holds resnet18, not {card.get('model')!r}")
+    inp = card.get("input", {})
+    try:
+        mean, std = float(inp["mean"]), float(inp["std"])
+    except (KeyError, TypeError, ValueError):
+        raise PipelineError("resnet18 model card: input.mean and input.std are needed") from None
+    model = resnet18()
+    try:
+        model.load_state_dict(dict(state))
+    except RuntimeError as e:  # missing, unexpected or misshapen tensors
+        why = " ".join(str(e).strip().splitlines()[:2])
+        raise PipelineError(f"checkpoint does not fit a resnet18 model: {why}") from None
+    channels_last = card.get("params", {}).get("resnet18", {}).get("channels_last", True)
+    model = model.to(memory_format=memory_format(channels_last)).eval()
+    bf16 = inp.get("autocast") == "bfloat16"
+
+    def predict(x: Tensor) -> Tensor:
+        images = prepare_images(x, mean, std, channels_last=channels_last)
+        return predict_prob3(model, images, bf16=bf16)[1]
+
+    return predict
