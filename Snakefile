@@ -145,7 +145,9 @@ onerror:
 onsuccess:
     release_dvc_locks()
     # Record what this run produced in dvc.lock (and DVC's cache), so `dvc status` agrees.
+    # --no-relink leaves the outputs in place: relinking rewrites them (with DVC's default
+    # `copy` cache), and their new mtimes would make the next Snakemake run redo everything.
     ran = [s.name for s in STAGES
            if os.path.exists(log_of(s.name)) and os.path.getmtime(log_of(s.name)) >= STARTED]
     if ran:
-        subprocess.run(["dvc", "commit", "--force", "--quiet", *ran], check=True)
+        subprocess.run(["dvc", "commit", "--force", "--quiet", "--no-relink", *ran], check=True)

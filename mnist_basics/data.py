@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import signal
 import struct
 import zlib
 from collections.abc import Sequence
@@ -154,7 +155,10 @@ def decode_pngs(paths: Sequence[str | Path], workers: int = 1, chunk: int = 500)
     chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
     if workers <= 1 or len(chunks) <= 1:
         return _join(map(read_pngs, chunks), len(names))
-    with multiprocessing.Pool(min(workers, len(chunks))) as pool:
+    # Workers take SIGTERM's default action: the Pool stops them with it when it closes, and
+    # the stage's own handler (inherited through fork) could leave one stuck on a queue lock.
+    with multiprocessing.Pool(min(workers, len(chunks)), initializer=signal.signal,
+                              initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
         return _join(pool.imap(read_pngs, chunks), len(names))  # imap keeps the order
 
 
