@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from mnist_basics import PipelineError
+from mnist_basics import PipelineError, train
 from mnist_basics.cli import progress
 from mnist_basics.data import SIZE, MnistSample
-from mnist_basics.train import Clock, accuracy_by_class
+from mnist_basics.train import Clock, Fit
 
 log = logging.getLogger("mnist_basics")
 
@@ -119,16 +119,6 @@ class BasicOptim:
 
 
 # -- Training --------------------------------------------------------------------------------
-@dataclass
-class Fit:
-    """What `fit` measured: one history row per epoch, and the last epoch's predictions."""
-
-    history: list[dict[str, object]] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-    train_seconds: float = 0.0
-    prob3: Tensor | None = None  # float [N_valid], from the last epoch
-
-
 @torch.no_grad()
 def validate(model: Callable[[Tensor], Tensor], data: Prepared) -> tuple[float, Tensor]:
     """The validation loss, and the probability that each validation digit is a 3."""
@@ -168,6 +158,7 @@ def fit(model, data: Prepared, *, lr: float, epochs: int, batch_size: int, seed:
                  epoch, epochs, row["train_loss"], row["valid_loss"], row["valid_accuracy"],
                  seconds)
         out.history.append(row)
+        out.images += n
         out.prob3 = prob3.cpu()
     out.epoch_seconds = [round(s, 3) for s in clock.marks]
     out.train_seconds = clock.elapsed
@@ -177,30 +168,10 @@ def fit(model, data: Prepared, *, lr: float, epochs: int, batch_size: int, seed:
 def results(name: str, model, run: Fit, data: Prepared, *, arch: dict, params: Mapping,
             clock: Clock, device: torch.device) -> dict:
     """The keyword arguments of `train.save_results` for a trained model."""
-    last = run.history[-1]
-    n_images = len(data.train_x) * len(run.history)
-    metrics = {
-        **accuracy_by_class(run.prob3, data.valid_y.squeeze(1).cpu()),
-        "train_loss": last["train_loss"],
-        "valid_loss": last["valid_loss"],
-        "epochs": len(run.history),
-    }
-    return {
-        "state": model.state_dict(),
-        "card": {"model": name, "arch": arch, "input": INPUT,
-                 "params": {k: v.model_dump() for k, v in params.items()}},
-        "prob3": run.prob3,
-        "metrics": dict(sorted(metrics.items())),
-        "history": run.history,
-        "timing": {
-            "seconds": clock.elapsed,
-            "train_seconds": run.train_seconds,
-            "images_per_second": round(n_images / max(run.train_seconds, 1e-9), 1),
-            "epoch_seconds": run.epoch_seconds,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-        },
-    }
+    card = {"model": name, "arch": arch, "input": INPUT,
+            "params": {k: v.model_dump() for k, v in params.items()}}
+    return train.results(run, state=model.state_dict(), card=card,
+                         valid_y=data.valid_y.squeeze(1), clock=clock, device=device)
 
 
 LINEAR_ARCH = {"forward": "xb@weights + bias", "weights": [PIXELS, 1], "bias": [1]}

@@ -44,10 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnist_basics import PipelineError
+from mnist_basics import PipelineError, train
 from mnist_basics.cli import progress
 from mnist_basics.data import SIZE, MnistSample
-from mnist_basics.train import Clock, accuracy_by_class
+from mnist_basics.train import Clock
 
 log = logging.getLogger("mnist_basics")
 
@@ -179,15 +179,10 @@ def prepare(sample: MnistSample, device: torch.device, channels_last: bool) -> P
 
 # -- Training --------------------------------------------------------------------------------
 @dataclass
-class Fit:
-    """What `fit_one_cycle` measured: rows per epoch and per step, the last predictions."""
+class Fit(train.Fit):
+    """What `fit_one_cycle` measured: also one row per optimizer step."""
 
-    history: list[dict[str, object]] = field(default_factory=list)  # one row per epoch
-    steps: list[dict[str, object]] = field(default_factory=list)  # one row per optimizer step
-    epoch_seconds: list[float] = field(default_factory=list)
-    train_seconds: float = 0.0
-    images: int = 0  # training images seen, over all epochs
-    prob3: Tensor | None = None  # float [N_valid], from the last epoch
+    steps: list[dict[str, object]] = field(default_factory=list)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -280,31 +275,12 @@ def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
 def results(model: nn.Module, run: Fit, data: Prepared, *, params: Mapping, clock: Clock,
             device: torch.device) -> dict:
     """The keyword arguments of `train.save_results` for the trained resnet18."""
-    last = run.history[-1]
-    metrics = {
-        **accuracy_by_class(run.prob3, data.valid_y.cpu()),
-        "train_loss": last["train_loss"],
-        "valid_loss": last["valid_loss"],
-        "epochs": len(run.history),
-    }
     bf16 = params["resnet18"].bf16
-    return {
-        "state": model.state_dict(),
-        "card": {"model": "resnet18", "arch": ARCH,
-                 "input": {**data.input, "autocast": "bfloat16" if bf16 else "none"},
-                 "params": {k: v.model_dump() for k, v in params.items()}},
-        "prob3": run.prob3,
-        "metrics": dict(sorted(metrics.items())),
-        "history": run.history,
-        "timing": {
-            "seconds": clock.elapsed,
-            "train_seconds": run.train_seconds,
-            "images_per_second": round(run.images / max(run.train_seconds, 1e-9), 1),
-            "epoch_seconds": run.epoch_seconds,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-        },
-    }
+    card = {"model": "resnet18", "arch": ARCH,
+            "input": {**data.input, "autocast": "bfloat16" if bf16 else "none"},
+            "params": {k: v.model_dump() for k, v in params.items()}}
+    return train.results(run, state=model.state_dict(), card=card, valid_y=data.valid_y,
+                         clock=clock, device=device)
 
 
 # -- Reloading -------------------------------------------------------------------------------

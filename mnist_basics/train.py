@@ -86,6 +86,44 @@ class Clock:
 
 
 @dataclass
+class Fit:
+    """What a training loop measured: one history row per epoch, the last predictions."""
+
+    history: list[dict[str, object]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images: int = 0  # training images seen, over all epochs
+    prob3: torch.Tensor | None = None  # float [N_valid], from the last epoch
+
+
+def results(run: Fit, *, state: Mapping[str, torch.Tensor], card: Mapping,
+            valid_y: torch.Tensor, clock: Clock, device: torch.device) -> dict:
+    """The keyword arguments of `save_results` for a trained model; valid_y is [N] (1 = a 3)."""
+    last = run.history[-1]
+    metrics = {
+        **accuracy_by_class(run.prob3, valid_y.cpu()),
+        "train_loss": last["train_loss"],
+        "valid_loss": last["valid_loss"],
+        "epochs": len(run.history),
+    }
+    return {
+        "state": state,
+        "card": card,
+        "prob3": run.prob3,
+        "metrics": dict(sorted(metrics.items())),
+        "history": run.history,
+        "timing": {
+            "seconds": clock.elapsed,
+            "train_seconds": run.train_seconds,
+            "images_per_second": round(run.images / max(run.train_seconds, 1e-9), 1),
+            "epoch_seconds": run.epoch_seconds,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+
+@dataclass
 class Paths:
     """A training stage's outputs, as its flags name them."""
 

@@ -118,6 +118,36 @@ def make_tiny_archive(root: Path, **kw) -> tuple[Path, str, str]:
     return path, hashlib.md5(path.read_bytes()).hexdigest(), content_digest(top)
 
 
+# -- One stage, run as its engine would, outputs under a tmp folder -------------------------
+
+
+def write_params(path: Path, **sections: dict) -> Path:
+    """params.yaml with the defaults, some values replaced: write_params(p, mlp={"epochs": 2})."""
+    from mnist_basics.params import defaults
+
+    values = defaults()
+    for name, updates in sections.items():
+        values[name].update(updates)
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def run_stage(name: str, out: Path, tensors: Path, params: Path | None = None,
+              **env: str) -> subprocess.CompletedProcess:
+    """Run stages/<name>.py (a model stage) with every output under `out`, one thread."""
+    from mnist_basics.pipeline import BY_NAME
+
+    s = BY_NAME[name]
+    cmd = [sys.executable, str(ROOT / s.script), "--tensors", str(tensors)]
+    if params is not None:
+        cmd += ["--params", str(params)]
+    for flag, path in {**s.outputs, **s.metrics, **s.plots}.items():
+        cmd += [f"--{flag.replace('_', '-')}", str(out / path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
 # -- A copy of the project, for tests that run whole engines --------------------------------
 
 VENV_BIN = Path(sys.executable).parent

@@ -39,7 +39,7 @@ from PIL import Image
 
 from mnist_basics.params import SECTIONS, defaults
 from mnist_basics.pipeline import BY_NAME
-from tests.conftest import ROOT, make_tiny_archive, make_tiny_tensors
+from tests.conftest import ROOT, make_tiny_archive, make_tiny_tensors, write_params
 
 TABLE = ROOT / "tests" / "BAD_INPUTS.md"
 
@@ -75,14 +75,6 @@ def assert_says(line: str, *words: str) -> None:
 def run(*cmd, cwd=ROOT, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *map(str, cmd)], cwd=cwd, capture_output=True,
                           text=True, timeout=300, env={**os.environ, **env})
-
-
-def write_params(path: Path, **sections: dict) -> Path:
-    values = defaults()
-    for name, updates in sections.items():
-        values[name].update(updates)
-    path.write_text(yaml.safe_dump(values))
-    return path
 
 
 # -- Archives, through stages/download.py ----------------------------------------------------

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from mnist_basics.artifacts import load_tensors
 from mnist_basics.data import load_sample
@@ -26,34 +25,11 @@ from mnist_basics.models import (
     simple_net,
 )
 from mnist_basics.params import defaults
-from mnist_basics.pipeline import BY_NAME
 from mnist_basics.train import setup
+from tests.conftest import run_stage, write_params
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ("linear", "mlp")
-
-
-def run_stage(name: str, out: Path, tensors: Path, params: Path | None = None,
-              **env: str) -> subprocess.CompletedProcess:
-    """Run stages/<name>.py with every output under `out`, from outside the project."""
-    s = BY_NAME[name]
-    cmd = [sys.executable, str(ROOT / s.script), "--tensors", str(tensors)]
-    if params is not None:
-        cmd += ["--params", str(params)]
-    for flag, path in {**s.outputs, **s.metrics, **s.plots}.items():
-        cmd += [f"--{flag.replace('_', '-')}", str(out / path)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
-def write_params(path: Path, **sections: dict) -> Path:
-    """params.yaml with the defaults, some values replaced: write_params(p, mlp={"epochs": 2})."""
-    p = defaults()
-    for name, values in sections.items():
-        p[name].update(values)
-    path.write_text(yaml.safe_dump(p))
-    return path
 
 
 TINY = {"train": {"device": "cpu", "seed": 7},

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from mnist_basics.artifacts import load_tensors
@@ -29,31 +28,12 @@ from mnist_basics.resnet import (
     resnet18,
 )
 from mnist_basics.train import setup
-from tests.conftest import make_tiny_tensors
+from tests.conftest import make_tiny_tensors, run_stage, write_params
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = BY_NAME["resnet18"]
 TINY = {"train": {"device": "cpu", "seed": 7},
         "resnet18": {"batch_size": 16, "lr": 0.02}}  # 96 images: 6 steps
-
-
-def run_stage(out: Path, tensors: Path, params: Path, **env: str) -> subprocess.CompletedProcess:
-    """Run stages/resnet18.py with every output under `out`, from outside the project."""
-    cmd = [sys.executable, str(ROOT / STAGE.script), "--tensors", str(tensors),
-           "--params", str(params)]
-    for flag, path in {**STAGE.outputs, **STAGE.metrics, **STAGE.plots}.items():
-        cmd += [f"--{flag.replace('_', '-')}", str(out / path)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
-def write_params(path: Path, **sections: dict) -> Path:
-    p = defaults()
-    for name, values in sections.items():
-        p[name].update(values)
-    path.write_text(yaml.safe_dump(p))
-    return path
 
 
 def stock_resnet18() -> nn.Module:
@@ -177,7 +157,7 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     params = write_params(tmp / "params.yaml", **TINY)
     runs = (tmp / "a", tmp / "b")
     for out in runs:
-        r = run_stage(out, tensors, params)
+        r = run_stage("resnet18", out, tensors, params)
         assert r.returncode == 0, r.stderr
     assert "epoch 1/1: train_loss" in r.stderr  # one log line per epoch
     return *runs, tensors
@@ -265,7 +245,7 @@ def test_load_predictor_refuses_a_foreign_checkpoint(two_runs):
 
 def test_a_batch_larger_than_the_data_is_a_clear_error(tiny_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", **{**TINY, "resnet18": {"batch_size": 512}})
-    r = run_stage(tmp_path / "out", tiny_tensors, params)
+    r = run_stage("resnet18", tmp_path / "out", tiny_tensors, params)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
         "error: resnet18.batch_size: 512 is more than the 96 training images")
@@ -275,7 +255,7 @@ def test_a_batch_larger_than_the_data_is_a_clear_error(tiny_tensors, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", **{**TINY, "train": {"device": "cuda"}})
-    r = run_stage(tmp_path / "out", tiny_tensors, params, CUDA_VISIBLE_DEVICES="")
+    r = run_stage("resnet18", tmp_path / "out", tiny_tensors, params, CUDA_VISIBLE_DEVICES="")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "error: train.device: 'cuda' was asked for but no CUDA device is available; "
@@ -307,7 +287,7 @@ def test_the_book_accuracy_on_the_real_data(mnist_archive, tmp_path):
     assert r.returncode == 0, r.stderr
     params = write_params(tmp_path / "params.yaml", train={"device": "cpu"})
     out = tmp_path / "out"
-    r = run_stage(out, tensors, params)
+    r = run_stage("resnet18", out, tensors, params)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics/resnet18.json").read_text())
     # One thread, bfloat16: seeds 0, 1, 2, 3 and 42 give 0.9961-0.9975 (two threads, 42: 0.9980).
