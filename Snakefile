@@ -79,6 +79,26 @@ def log_of(name):
     return f"logs/{name}.log"
 
 
+def benchmark_of(name):
+    return f"benchmarks/{name}.tsv"
+
+
+def forget_stale_run(s):
+    """Drop a stage's log and benchmark once DVC has remade its outputs.
+
+    They describe the Snakemake job that made the outputs (the benchmark is written after it
+    ends), and Snakemake dates a stage by its oldest product, these two included: left
+    behind, they would make the outputs DVC remade look older than their inputs.
+    """
+    bench = Path(benchmark_of(s.name))
+    if not bench.exists():
+        return
+    made = bench.stat().st_mtime
+    if any(os.path.exists(p) and os.path.getmtime(p) > made for p in s.all_outputs):
+        bench.unlink()
+        Path(log_of(s.name)).unlink(missing_ok=True)
+
+
 rule all:
     # The default target: every stage's outputs, up to the report.
     default_target: True
@@ -86,6 +106,7 @@ rule all:
 
 
 for s in STAGES:
+    forget_stale_run(s)
 
     rule:
         name: s.name
@@ -99,7 +120,7 @@ for s in STAGES:
         resources: gpu=int(s.gpu)
         conda: "environment.yml"  # used only with --software-deployment-method conda
         log: log_of(s.name)
-        benchmark: f"benchmarks/{s.name}.tsv"
+        benchmark: benchmark_of(s.name)
         shell: "{params.cmd} > {log} 2>&1"
 
 

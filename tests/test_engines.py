@@ -160,6 +160,15 @@ def test_snakemake_run_leaves_dvc_up_to_date_and_param_edits_rerun_only_dependen
     assert dvc_changed(project) == set()
     assert snakemake_plan(project) == set()
 
+    # Code edited, then DVC reruns what uses it: Snakemake, which ran those stages last,
+    # must now see DVC's outputs as up to date.
+    with open(project / "mnist_basics/models.py", "a") as f:
+        f.write("# an edit\n")
+    assert dvc_changed(project) == {"linear", "mlp"}  # DVC lists the stages whose deps changed
+    assert snakemake_plan(project) == {"linear", "mlp", "report"}  # Snakemake, all it would run
+    sh("dvc", "repro", cwd=project)
+    assert snakemake_plan(project) == set()
+
 
 @pytest.mark.slow
 def test_dvc_repro_leaves_snakemake_nothing_to_do_and_param_edits_rerun_only_dependents(project):
