@@ -1,0 +1,99 @@
+"""bench/run.py: its parsing and summaries, and one whole --quick run on a tiny archive.
+
+Timings are recorded, never asserted: only what the benchmark reports about the runs is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mnist_basics.pipeline import METHODS, STAGES
+from tests.conftest import ROOT, engine_env
+
+_spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench/run.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_import_seconds_sums_only_the_top_level_entries():
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       100 |        100 |     torch._C\n"
+        "import time:      2000 |    1500000 |   torch\n"
+        "import time:      3000 |    1800000 | mnist_basics.models\n"
+        "12:00:00 mnist_basics: epoch 1/1: ...\n"
+        "import time:        29 |     450000 | torch._inductor.config\n"
+    )
+    assert bench.import_seconds(stderr) == pytest.approx(2.25)
+
+
+def test_which_stages_ran_is_read_from_each_engines_log():
+    snakemake_log = "rule mlp:\n    input: x\nlocalrule all:\nrule report:\n"
+    assert bench.snakemake_ran(snakemake_log) == ["mlp", "report"]
+    dvc_log = ("'download' didn't change, skipping\nRunning stage 'mlp':\n> python stages/mlp.py\n"
+               "Running stage 'report':\n")
+    assert bench.dvc_ran(dvc_log) == ["mlp", "report"]
+
+
+def test_median_is_taken_figure_by_figure():
+    runs = [{"a": 1.0, "b": {"c": 5, "ran": ["mlp"]}, "ok": True},
+            {"a": 3.0, "b": {"c": 1, "ran": ["mlp"]}, "ok": True},
+            {"a": 2.0, "b": {"c": 3, "ran": ["mlp"]}, "ok": True}]
+    assert bench.median(runs) == {"a": 2.0, "b": {"c": 3, "ran": ["mlp"]}, "ok": True}
+
+
+def test_targets_are_judged_against_their_limits():
+    figures = {"snakemake": {"clean_s": 41.0, "noop_s": 1.0, "incremental_s": 12.0},
+               "dvc": {"noop_s": 3.5, "incremental_s": 9.0},
+               "stages": {"resnet18": {"train_seconds": 19.0}}, "peak_rss_gib": 1.2}
+    met = {name: v["met"] for name, v in bench.verdicts(figures).items()}
+    assert met == {
+        "clean snakemake run, download to report": False,
+        "resnet18 stage, 1 epoch plus validation": True,
+        "no-op run, snakemake": True,
+        "no-op run, dvc": False,
+        "incremental run after an mlp.lr edit, snakemake": True,
+        "incremental run after an mlp.lr edit, dvc": True,
+        "peak RSS of any stage": True,
+    }
+
+
+@pytest.mark.slow
+def test_quick_run_measures_both_engines_in_a_scratch_copy(tmp_path, tiny_archive):
+    out = tmp_path / "results.json"
+    archive, _, _ = tiny_archive
+    cmd = [sys.executable, "bench/run.py", "--quick", "--archive", str(archive),
+           "--out", str(out), "--cores", "1"]
+    r = subprocess.run(cmd, cwd=ROOT, env=engine_env(), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = json.loads(out.read_text())
+
+    stages = [s.name for s in STAGES]
+    for engine in ("snakemake", "dvc"):
+        e = results["figures"][engine]
+        assert e["clean_ran"] == sorted(stages)
+        assert e["noop_ran"] == []
+        assert e["incremental_ran"] == ["mlp", "report"]
+        assert e["clean_s"] > e["noop_s"] > 0
+    for name in stages:
+        s = results["figures"]["stages"][name]
+        assert s["wall_s"] > s["import_s"] > 0
+        assert s["peak_rss_mib"] > 0
+    for m in METHODS:
+        assert results["figures"]["stages"][m]["seconds"] > 0
+        assert 0 <= results["figures"]["stages"][m]["accuracy"] <= 1
+    assert results["figures"]["stages"]["resnet18"]["images_per_second"] > 0
+    assert results["figures"]["snakemake_clean_by_cores"]["1"]["resnet18_threads"] == 1
+    assert set(results["targets"]) == set(bench.TARGETS)
+    assert results["gpu"].startswith("not measured")
+    assert results["machine"]["cores"] >= 1 and results["machine"]["torch"]
+    assert len(results["load"]["before"]) == results["runs"] == 1
+    # The table names every target with its verdict.
+    for name, v in results["targets"].items():
+        assert name in r.stdout and ("met" if v["met"] else "MISSED") in r.stdout
