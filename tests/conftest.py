@@ -38,6 +38,24 @@ def mnist_archive() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def real_tensors(mnist_archive, tmp_path_factory) -> Path:
+    """The real archive extracted and stacked by stages/stack.py, once per test session."""
+    import tarfile
+
+    tmp = tmp_path_factory.mktemp("real")
+    with tarfile.open(mnist_archive) as tar:
+        tar.extractall(tmp / "raw", filter="data")
+    tensors = tmp / "mnist_sample.safetensors"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "stages/stack.py"), "--raw", str(tmp / "raw/mnist_sample"),
+         "--tensors", str(tensors), "--counts", str(tmp / "counts.json")],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    return tensors
+
+
 def make_tiny_tensors(path: Path, n_train: int = 96, n_valid: int = 48, seed: int = 0) -> Path:
     """Write a small, learnable stand-in for data/mnist_sample.safetensors.
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -185,17 +184,9 @@ def test_stage_help(name):
 
 # -- The real data ---------------------------------------------------------------------------
 @pytest.mark.slow
-def test_the_book_figures_on_the_real_data(mnist_archive, tmp_path):
+def test_the_book_figures_on_the_real_data(real_tensors, tmp_path):
     """All three methods on MNIST_SAMPLE with the default params: the chapter's figures."""
-    with tarfile.open(mnist_archive) as tar:
-        tar.extractall(tmp_path / "raw", filter="data")
-    tensors = tmp_path / "mnist_sample.safetensors"
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "stages/stack.py"), "--raw", str(tmp_path / "raw/mnist_sample"),
-         "--tensors", str(tensors), "--counts", str(tmp_path / "counts.json")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600,
-    )
-    assert r.returncode == 0, r.stderr
+    tensors = real_tensors
     params = write_params(tmp_path / "params.yaml", train={"device": "cpu"})
     out = tmp_path / "out"
     for name in ("pixel_mean", *TRAINED):
