@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -134,6 +136,40 @@ def make_tiny_archive(root: Path, **kw) -> tuple[Path, str, str]:
     with tarfile.open(path, "w:gz") as tar:
         tar.add(top, arcname="mnist_sample")
     return path, hashlib.md5(path.read_bytes()).hexdigest(), content_digest(top)
+
+
+# -- A local web server, for the download stage's http(s) path -----------------------------
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Serves `server.routes[path] = (content type, body, bytes actually sent)`."""
+
+    def do_GET(self):
+        route = self.server.routes.get(self.path)
+        if route is None:
+            self.send_error(404)
+            return
+        ctype, body, sent = route
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:sent])  # HTTP/1.0: the connection closes after this
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A web server on 127.0.0.1 for this module's tests; add pages to `server.routes`."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.routes = {}
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
 
 
 # -- One stage, run as its engine would, outputs under a tmp folder -------------------------

@@ -23,11 +23,10 @@ import struct
 import subprocess
 import sys
 import tarfile
-import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal, get_origin
 
@@ -99,34 +98,6 @@ def repack(good: Path, dest: Path, extra=(), drop: str | None = None) -> Path:
         for info, data in extra:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return dest
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves `server.routes[path] = (content type, body, bytes actually sent)`."""
-
-    def do_GET(self):
-        if self.path not in self.server.routes:
-            self.send_error(404)
-            return
-        ctype, body, sent = self.server.routes[self.path]
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[:sent])
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.routes = {}
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 @dataclass

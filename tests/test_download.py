@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -118,37 +116,6 @@ def tiny(tmp_path, unreachable) -> tuple[Path, Data]:
     entries = tiny_entries()
     return pack(tmp_path / "tiny.tgz", entries), Data(url=unreachable,
                                                      content_digest=digest_of(entries))
-
-
-class Handler(BaseHTTPRequestHandler):
-    """Serves `server.routes[path] = (content type, body, bytes actually sent)`."""
-
-    def do_GET(self):
-        route = self.server.routes.get(self.path)
-        if route is None:
-            self.send_error(404)
-            return
-        ctype, body, sent = route
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[:sent])  # HTTP/1.0: the connection closes after this
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.routes = {}
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def serve(server, path: str, body: bytes, ctype="application/x-gzip", sent=None) -> str:
