@@ -53,5 +53,5 @@ lock:  ## re-pin requirements.txt from pyproject.toml (in a scratch venv)
 	mv requirements.txt.new requirements.txt
 
 clean:  ## remove the pipeline's outputs (DVC's cache keeps them)
-	rm -rf data/mnist_sample data/*.safetensors data/counts.json models metrics/*.json \
+	rm -rf data/mnist_sample.tgz data/*.safetensors data/counts.json models metrics/*.json \
 	  metrics/*.csv reports/index.html reports/accuracy.csv logs benchmarks .snakemake

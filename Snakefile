@@ -20,7 +20,7 @@ sys.path.insert(0, workflow.basedir)  # the package, even when it isn't installe
 from mnist_basics import PipelineError
 from mnist_basics.params import load
 from mnist_basics.pipeline import (
-    ACCURACY_CSV, DIRECTORIES, METHODS, PARAMS, REPORT, STAGES, STEPS, history,
+    ACCURACY_CSV, METHODS, PARAMS, REPORT, STAGES, STEPS, history,
 )
 
 
@@ -67,8 +67,6 @@ CAPTIONS = {
 
 
 def declared(path):
-    if path in DIRECTORIES:
-        return directory(path)
     if path in CAPTIONS:
         caption, category, subcategory = CAPTIONS[path]
         return report(path, caption=caption, category=category, subcategory=subcategory)

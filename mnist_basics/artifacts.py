@@ -5,10 +5,10 @@ and is then `os.replace`d into place: a crash, a kill or a full disk leaves eith
 artifact or the new one, never a mix. Tensors are safetensors (no pickle anywhere); small
 records are JSON with sorted keys, so equal content means equal bytes.
 
-Temporary names carry the writer's process id (`.mlp.json.4242.k3j_x.tmp`,
-`.mnist_sample.tmp.4242.k3j_x/`). Only SIGKILL (or a power cut) can leave one behind; the
-next writer of the same artifact removes those whose process is gone (`sweep`), and never
-touches a temporary that a live process is still writing.
+Temporary names carry the writer's process id (`.mlp.json.4242.k3j_x.tmp`). Only SIGKILL
+(or a power cut) can leave one behind; the next writer of the same artifact removes those
+whose process is gone (`sweep`), and never touches a temporary that a live process is still
+writing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import io
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -50,11 +49,10 @@ def _alive(pid: int) -> bool:
 def sweep(path: str | Path) -> list[Path]:
     """Remove the temporaries a killed writer of `path` left beside it; returns what it removed.
 
-    Matches `.<name>.<pid>.*.tmp*` (files) and `.<name>.tmp.<pid>.*`, `.<name>.old.<pid>.*`
-    (folders), and only when process <pid> no longer exists.
+    Matches `.<name>.<pid>.*.tmp*`, and only when process <pid> no longer exists.
     """
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(?:tmp|old)\.(\d+)\.|(\d+)\..*\.tmp)")
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\..*\.tmp")
     removed = []
     try:
         entries = list(os.scandir(path.parent))
@@ -62,27 +60,12 @@ def sweep(path: str | Path) -> list[Path]:
         return removed
     for entry in entries:
         m = pattern.match(entry.name)
-        if not m or _alive(int(m.group(1) or m.group(2))):
+        if not m or _alive(int(m.group(1))) or entry.is_dir(follow_symlinks=False):
             continue
         stale = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
+        stale.unlink(missing_ok=True)
         removed.append(stale)
     return removed
-
-
-def temp_dir(beside: str | Path, kind: str = "tmp") -> Path:
-    """A fresh hidden folder beside `beside` (same file system, so os.replace works)."""
-    beside = Path(beside)
-    try:
-        beside.parent.mkdir(parents=True, exist_ok=True)
-        sweep(beside)
-        prefix = f".{beside.name}.{kind}.{os.getpid()}."
-        return Path(tempfile.mkdtemp(dir=beside.parent, prefix=prefix))
-    except OSError as e:
-        raise PipelineError(f"cannot write {beside}: {e.strerror or e}") from None
 
 
 @contextlib.contextmanager
@@ -172,21 +155,3 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise PipelineError(f"{path}: not a valid safetensors file ({e})") from None
-
-
-def replace_dir(src: str | Path, dst: str | Path) -> None:
-    """Move the finished folder `src` to `dst`, swapping out any previous `dst` last."""
-    src, dst = Path(src), Path(dst)
-    old = None
-    if dst.exists():
-        old = temp_dir(dst, "old")
-        os.replace(dst, old / dst.name)
-    try:
-        os.replace(src, dst)
-    except OSError as e:
-        if old is not None:  # put the previous good copy back
-            os.replace(old / dst.name, dst)
-        raise PipelineError(f"cannot write {dst}: {e.strerror or e}") from None
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Fetch fastai's MNIST_SAMPLE archive, verify it, and extract it safely (stage `download`).
+"""Fetch fastai's MNIST_SAMPLE archive and verify it (stage `download`).
 
     python stages/download.py                      # from params.yaml data.url
     MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz python stages/download.py   # offline
@@ -10,14 +10,16 @@ Where the archive comes from, first match wins:
    network). An invalid copy is skipped with a log line.
 3. params.yaml `data.url` (fastai's S3 bucket), streamed with `requests`.
 
-An archive is accepted when its md5 is `data.md5` (the official file) or when its extracted
-tree has `data.content_digest` (see `content_digest`; this accepts faithful re-packs).
+An archive is accepted when its md5 is `data.md5` (the official file) or when its files
+have `data.content_digest` (see `content_digest`; this accepts faithful re-packs).
 
-Extraction is defensive: every member is checked before anything is written (regular files
-and folders only, all under `mnist_sample/`, no links, devices, absolute or `..` paths, at
-most `data.max_members` entries and `data.max_bytes` bytes), then extracted with tarfile's
-"data" filter into a temporary folder beside the output. Only a complete, verified tree is
-renamed into place, so a failure leaves the previous output untouched and no temp folder.
+The archive is read in memory and never extracted: the stack stage reads its PNGs straight
+from it, so DVC caches one file rather than 14,434. Every member is still vetted, because
+the next stage trusts what this one accepted: regular files and folders only, all under
+`mnist_sample/`, no links, devices, absolute or `..` paths or duplicates, at most
+`data.max_members` entries and `data.max_bytes` bytes once unpacked, and the expected class
+folders. Only a verified archive is written, atomically, so a failure leaves the previous
+output untouched.
 """
 
 from __future__ import annotations
@@ -26,25 +28,21 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import sys
 import tarfile
-import zlib
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from mnist_basics import PipelineError
-from mnist_basics.artifacts import replace_dir, temp_dir
+from mnist_basics.artifacts import atomic_path
+from mnist_basics.data import CLASS_DIRS, LABELS, TOP, members, open_archive
 from mnist_basics.params import Data
 
 log = logging.getLogger(__name__)
 
 ENV = "MNIST_SAMPLE_URL"
-TOP = "mnist_sample"  # the archive's one top-level folder
-CLASS_DIRS = ("train/3", "train/7", "valid/3", "valid/7")
-LABELS = "labels.csv"
 TIMEOUT = (10, 60)  # seconds to connect, and at most between two chunks of the body
 CHUNK = 1 << 16
 OFFLINE_HINT = (
@@ -61,32 +59,21 @@ def fastai_archive() -> Path:
 # -- Checksums -------------------------------------------------------------------------------
 
 
-def md5sum(path: str | Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def md5sum(blob: bytes) -> str:
+    return hashlib.md5(blob).hexdigest()
 
 
-def content_digest(folder: str | Path) -> str:
-    """sha256 of `<sha256 of file>  <relative path>\\n` for every regular file, sorted by path.
+def content_digest(files: Mapping[str, bytes]) -> str:
+    """sha256 of `<sha256 of file>  <path under mnist_sample/>\n` per file, sorted by path.
 
     The same lines `sha256sum` prints, so it is independent of how the archive was packed
-    (order, timestamps, owners, gzip level) and can be checked by hand, in mnist_sample/:
-    `find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs sha256sum | sha256sum`.
+    (order, timestamps, owners, gzip level) and can be checked by hand in an extracted copy:
+    `cd mnist_sample && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum |
+    sha256sum`.
     """
-    folder = Path(folder)
-    rels = []
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            path = Path(dirpath, name)
-            if path.is_file() and not path.is_symlink():
-                rels.append(path.relative_to(folder).as_posix())
     h = hashlib.sha256()
-    for rel in sorted(rels):
-        digest = hashlib.sha256((folder / rel).read_bytes()).hexdigest()
-        h.update(f"{digest}  {rel}\n".encode())
+    for rel in sorted(files):
+        h.update(f"{hashlib.sha256(files[rel]).hexdigest()}  {rel}\n".encode())
     return h.hexdigest()
 
 
@@ -186,29 +173,31 @@ def fetch(source: Source, dest: Path, max_bytes: int) -> None:
         raise PipelineError(f"{url}: {type(e).__name__}: {_reason(e)}; {OFFLINE_HINT}") from None
 
 
-# -- Checking and extracting -----------------------------------------------------------------
+# -- Checking --------------------------------------------------------------------------------
 
 
-def _refuse_html(archive: Path, name: str, knob: str) -> None:
+def _refuse_html(blob: bytes, name: str, knob: str) -> None:
     """A saved error or login page is the most common 'archive' that isn't one."""
-    with open(archive, "rb") as f:
-        head = f.read(512).lstrip().lower()
+    head = blob[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
         raise PipelineError(
             f"{name}: is an HTML page, not a .tgz archive (a proxy or login page?); check {knob}"
         )
 
 
-def check_members(tar: tarfile.TarFile, data: Data, name: str) -> list[tarfile.TarInfo]:
-    """Every member, once each is known to be safe to extract; raises on the first that isn't."""
-    members, total = [], 0
-    for m in _iter_members(tar, name):
-        if len(members) >= data.max_members:
+def check_members(tar: tarfile.TarFile, data: Data, name: str) -> dict[str, bytes]:
+    """Every regular file, by its path under mnist_sample/; raises on the first bad member."""
+    files: dict[str, bytes] = {}
+    count = total = 0
+    for m, content in members(tar, name):
+        count += 1
+        if count > data.max_members:
             raise PipelineError(
                 f"{name}: more than data.max_members ({data.max_members}) entries; "
-                "not the MNIST_SAMPLE archive, refusing to extract"
+                "not the MNIST_SAMPLE archive, refusing it"
             )
         path = PurePosixPath(m.name)
+        rel = PurePosixPath(*path.parts[1:]).as_posix() if len(path.parts) > 1 else ""
         what = None
         if m.issym() or m.islnk():
             what = f"a {'symbolic' if m.issym() else 'hard'} link to {m.linkname!r}"
@@ -218,83 +207,58 @@ def check_members(tar: tarfile.TarFile, data: Data, name: str) -> list[tarfile.T
             what = "an absolute path"
         elif ".." in path.parts:
             what = "a '..' path"
-        elif not path.parts or path.parts[0] != TOP or (m.isfile() and len(path.parts) < 2):
+        elif not path.parts or path.parts[0] != TOP or (m.isfile() and not rel):
             what = f"outside {TOP}/"
+        elif m.isfile() and rel in files:
+            what = "a second copy of an earlier member"
         if what:
             raise PipelineError(
-                f"{name}: unsafe member {m.name!r} ({what}); refusing to extract, "
-                "use the official archive"
+                f"{name}: unsafe member {m.name!r} ({what}); refusing the archive, "
+                "use the official one"
             )
         total += m.size if m.isfile() else 0
         if total > data.max_bytes:
             raise PipelineError(
-                f"{name}: more than data.max_bytes ({data.max_bytes}) bytes once extracted; "
-                "not the MNIST_SAMPLE archive, refusing to extract"
+                f"{name}: more than data.max_bytes ({data.max_bytes}) bytes once unpacked; "
+                "not the MNIST_SAMPLE archive, refusing it"
             )
-        members.append(m)
-    if not members:
+        if m.isfile():
+            files[rel] = content
+    if not count:
         raise PipelineError(f"{name}: the archive is empty; fetch a fresh copy")
-    return members
+    return files
 
 
-def _iter_members(tar: tarfile.TarFile, name: str) -> Iterator[tarfile.TarInfo]:
-    try:
-        yield from tar
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise PipelineError(
-            f"{name}: truncated or corrupt archive ({e}); fetch a fresh copy"
-        ) from None
-
-
-def extract(archive: Path, dest: Path, data: Data, name: str, knob: str) -> Path:
-    """Check and extract `archive` into the empty folder `dest`; returns dest/mnist_sample."""
-    if archive.stat().st_size == 0:
-        raise PipelineError(f"{name}: the archive is empty (0 bytes); fetch a fresh copy")
-    _refuse_html(archive, name, knob)
-    try:
-        tar = tarfile.open(archive, "r:*")  # gzip as published; any tar a re-pack may use
-    except (tarfile.TarError, EOFError, zlib.error, OSError):
-        raise PipelineError(
-            f"{name}: not a readable .tgz archive; fetch a fresh copy or check {knob}"
-        ) from None
-    with tar:
-        members = check_members(tar, data, name)
-        try:
-            tar.extractall(dest, members=members, filter="data")
-        except tarfile.FilterError as e:  # our checks should have caught it first
-            raise PipelineError(f"{name}: unsafe member ({e}); refusing to extract") from None
-        except (tarfile.TarError, EOFError, zlib.error) as e:
-            raise PipelineError(
-                f"{name}: truncated or corrupt archive ({e}); fetch a fresh copy"
-            ) from None
-        except OSError as e:
-            raise PipelineError(f"{name}: cannot extract into {dest}: {e.strerror or e}") from None
-    return dest / TOP
-
-
-def check_layout(root: Path, name: str, knob: str = "the source") -> dict[str, int]:
-    """PNGs per class folder; raises unless the tree looks like MNIST_SAMPLE."""
+def check_layout(files: Mapping[str, bytes], name: str, knob: str = "the source") -> dict[str, int]:
+    """PNGs per class folder; raises unless the files look like MNIST_SAMPLE."""
     hint = f"not the MNIST_SAMPLE archive? check {knob}"
-    if not (root / LABELS).is_file():
+    if LABELS not in files:
         raise PipelineError(f"{name}: no {TOP}/{LABELS}; {hint}")
-    counts = {}
-    for d in CLASS_DIRS:
-        folder = root / d
-        n = sum(1 for p in folder.glob("*.png") if p.is_file()) if folder.is_dir() else 0
+    counts = dict.fromkeys(CLASS_DIRS, 0)
+    for rel in files:
+        folder, _, base = rel.rpartition("/")
+        if folder in counts and base.endswith(".png"):
+            counts[folder] += 1
+    for d, n in counts.items():
         if n == 0:
             raise PipelineError(f"{name}: no PNGs in {TOP}/{d}/; {hint}")
-        counts[d] = n
     return counts
 
 
-def verify(archive: Path, root: Path, data: Data, name: str) -> str:
-    """Which check accepted the archive: 'md5' or 'content digest'; raises if neither."""
-    md5 = md5sum(archive)
+def check_archive(blob: bytes, data: Data, name: str, knob: str) -> tuple[str, dict[str, int]]:
+    """(which check accepted it: 'md5' or 'content digest', PNGs per class); raises if none."""
+    if not blob:
+        raise PipelineError(f"{name}: the archive is empty (0 bytes); fetch a fresh copy")
+    _refuse_html(blob, name, knob)
+    with open_archive(blob, name, f"fetch a fresh copy or check {knob}") as tar:
+        files = check_members(tar, data, name)
+    counts = check_layout(files, name, knob)
+    md5 = md5sum(blob)
     if md5 == data.md5:
-        return "md5"
-    digest = content_digest(root)
+        return "md5", counts
+    digest = content_digest(files)
     if digest == data.content_digest:
-        return "content digest"
+        return "content digest", counts
     raise PipelineError(
         f"{name}: checksum mismatch: md5 {md5} is not data.md5 and content digest "
         f"{digest} is not data.content_digest; fetch a fresh copy (or, if the data really "
@@ -325,34 +289,40 @@ def sources(data: Data) -> list[Source]:
     return out
 
 
-def _install(source: Source, out: Path, data: Data) -> Downloaded:
-    work = temp_dir(out)  # removes what a killed earlier run left there
+def _read_local(source: Source, max_bytes: int) -> bytes:
+    archive = local_path(source)
+    name = str(archive)
+    if not archive.is_file():
+        raise PipelineError(f"{name}: not found; point {source.knob} at a copy of mnist_sample.tgz")
+    log.info("using %s (from %s)", archive, source.knob)
     try:
-        if source.is_http:
-            archive = work / "archive.tgz"
-            fetch(source, archive, data.max_bytes)
-            name = source.location
-        else:
-            archive = local_path(source)
-            name = str(archive)
-            if not archive.is_file():
-                raise PipelineError(
-                    f"{name}: not found; point {source.knob} at a copy of mnist_sample.tgz"
-                )
-            log.info("using %s (from %s)", archive, source.knob)
-        extracted = work / "extracted"
-        extracted.mkdir()
-        root = extract(archive, extracted, data, name, source.knob)
-        counts = check_layout(root, name, source.knob)
-        verified_by = verify(archive, root, data, name)
-        replace_dir(root, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        size = archive.stat().st_size
+        if size > max_bytes:
+            raise PipelineError(
+                f"{name}: {size} bytes is more than data.max_bytes ({max_bytes}); "
+                f"check {source.knob}"
+            )
+        return archive.read_bytes()
+    except OSError as e:
+        raise PipelineError(f"{name}: cannot read ({e.strerror or e})") from None
+
+
+def _install(source: Source, out: Path, data: Data) -> Downloaded:
+    if source.is_http:
+        name = source.location
+        with atomic_path(out) as tmp:  # only a verified archive replaces the output
+            fetch(source, tmp, data.max_bytes)
+            verified_by, counts = check_archive(tmp.read_bytes(), data, name, source.knob)
+    else:
+        blob = _read_local(source, data.max_bytes)
+        verified_by, counts = check_archive(blob, data, str(local_path(source)), source.knob)
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(blob)
     return Downloaded(source.location, verified_by, counts)
 
 
 def download(data: Data, out: str | Path) -> Downloaded:
-    """Put a verified MNIST_SAMPLE tree at `out` (train/{3,7}, valid/{3,7}, labels.csv)."""
+    """Put a verified copy of mnist_sample.tgz at `out`."""
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,13 @@
-"""Stage download: fetch fastai's MNIST_SAMPLE archive, verify it, extract it to --out.
+"""Stage download: fetch fastai's MNIST_SAMPLE archive, verify it, write it to --out.
 
     python stages/download.py                                    # params.yaml data.url
     MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz python stages/download.py   # offline copy
 
 MNIST_SAMPLE_URL takes a path, a file:// URL or an http(s) URL. Without it, a valid copy at
 ~/.fastai/archive/mnist_sample.tgz is used before the network. The archive is accepted when
-its md5 is data.md5 or its extracted tree has data.content_digest; the output
-(train/{3,7}, valid/{3,7}, labels.csv) is replaced only once everything checks out.
+its md5 is data.md5 or its files have data.content_digest, and every member has been vetted;
+the output is replaced only once everything checks out. Nothing is extracted: the stack
+stage reads the PNGs straight from the archive.
 """
 
 from mnist_basics import cli, params

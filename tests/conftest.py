@@ -42,15 +42,11 @@ def mnist_archive() -> Path:
 
 @pytest.fixture(scope="session")
 def real_tensors(mnist_archive, tmp_path_factory) -> Path:
-    """The real archive extracted and stacked by stages/stack.py, once per test session."""
-    import tarfile
-
+    """The real archive stacked by stages/stack.py, once per test session."""
     tmp = tmp_path_factory.mktemp("real")
-    with tarfile.open(mnist_archive) as tar:
-        tar.extractall(tmp / "raw", filter="data")
     tensors = tmp / "mnist_sample.safetensors"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "stages/stack.py"), "--raw", str(tmp / "raw/mnist_sample"),
+        [sys.executable, str(ROOT / "stages/stack.py"), "--archive", str(mnist_archive),
          "--tensors", str(tensors), "--counts", str(tmp / "counts.json")],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600,
     )

@@ -1,7 +1,7 @@
-"""Stage download: sources (path, file://, http, fastai cache), verification, safe extraction.
+"""Stage download: sources (path, file://, http, fastai cache), verification, member vetting.
 
 Every broken or hostile archive is built here with tarfile; the http cases run against a
-local http.server. Each failure must leave the previous output as it was and no temp folder.
+local http.server. Each failure must leave the previous output as it was and no temp file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from mnist_basics import PipelineError
-from mnist_basics.download import CLASS_DIRS, content_digest, download, md5sum
+from mnist_basics.data import CLASS_DIRS
+from mnist_basics.download import content_digest, download, md5sum
 from mnist_basics.params import Data, defaults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,16 +80,21 @@ def home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def out(tmp_path) -> Path:
     """A previous good output, which every failure must leave alone."""
-    out = tmp_path / "data" / "mnist_sample"
-    out.mkdir(parents=True)
-    (out / "old.txt").write_text("good")
+    out = tmp_path / "data" / "mnist_sample.tgz"
+    out.parent.mkdir(parents=True)
+    out.write_text("good")
     return out
 
 
 def assert_untouched(out: Path) -> None:
-    assert (out / "old.txt").read_text() == "good"
-    assert sorted(os.listdir(out)) == ["old.txt"]
-    assert os.listdir(out.parent) == ["mnist_sample"]  # no temp folder, nothing escaped
+    assert out.read_text() == "good"
+    assert os.listdir(out.parent) == ["mnist_sample.tgz"]  # no temp file, nothing escaped
+
+
+def assert_written(out: Path, archive: bytes) -> None:
+    """The output is the archive, byte for byte, and nothing else was left beside it."""
+    assert out.read_bytes() == archive
+    assert os.listdir(out.parent) == ["mnist_sample.tgz"]
 
 
 def assert_fails(data: Data, out: Path, *words: str) -> str:
@@ -126,12 +132,23 @@ def serve(server, path: str, body: bytes, ctype="application/x-gzip", sent=None)
 # -- Checksums -------------------------------------------------------------------------------
 
 
-def test_content_digest_follows_its_definition(tmp_path):
+def test_content_digest_follows_its_definition():
     entries = tiny_entries() + [entry("mnist_sample/train/3/10.png", b"ten")]  # sorts before 2
-    with tarfile.open(pack(tmp_path / "a.tgz", entries)) as tar:
-        tar.extractall(tmp_path / "x", filter="data")
-    assert content_digest(tmp_path / "x/mnist_sample") == digest_of(entries)
-    assert md5sum(tmp_path / "a.tgz") == hashlib.md5((tmp_path / "a.tgz").read_bytes()).hexdigest()
+    files = {i.name.removeprefix("mnist_sample/"): d for i, d in entries if i.isreg()}
+    assert content_digest(files) == digest_of(entries)
+    assert content_digest(dict(reversed(files.items()))) == digest_of(entries)  # order-free
+    assert md5sum(b"abc") == hashlib.md5(b"abc").hexdigest()
+
+
+def test_content_digest_of_the_real_archive_matches_sha256sum_of_an_extracted_copy(
+        mnist_archive, tmp_path):
+    """The by-hand check in content_digest's docstring, run for real."""
+    with tarfile.open(mnist_archive) as tar:
+        tar.extractall(tmp_path, filter="data")
+    lines = subprocess.run(
+        "find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs sha256sum | sha256sum",
+        shell=True, cwd=tmp_path / "mnist_sample", capture_output=True, text=True, check=True)
+    assert lines.stdout.split()[0] == Data().content_digest
 
 
 # -- Sources ---------------------------------------------------------------------------------
@@ -143,17 +160,15 @@ def test_plain_path_replaces_previous_output(tiny, out, monkeypatch):
     result = download(data, out)
     assert result.verified_by == "content digest"
     assert result.counts == dict.fromkeys(CLASS_DIRS, 2)
-    assert sorted(os.listdir(out)) == ["labels.csv", "train", "valid"]
-    assert os.listdir(out.parent) == ["mnist_sample"]
-    assert content_digest(out) == data.content_digest
+    assert_written(out, archive.read_bytes())
 
 
 def test_file_url_accepted_by_md5(tiny, out, monkeypatch):
     archive, data = tiny
     monkeypatch.setenv("MNIST_SAMPLE_URL", archive.as_uri())
-    data = data.model_copy(update={"md5": md5sum(archive), "content_digest": "0" * 64})
+    data = data.model_copy(update={"md5": md5sum(archive.read_bytes()), "content_digest": "0" * 64})
     assert download(data, out).verified_by == "md5"
-    assert (out / "valid/7/1.png").is_file()
+    assert_written(out, archive.read_bytes())
 
 
 def test_missing_override_file(tiny, out, monkeypatch, tmp_path):
@@ -168,7 +183,7 @@ def test_fastai_cache_needs_no_network(tiny, out, home):
     cache.parent.mkdir(parents=True)
     cache.write_bytes(archive.read_bytes())
     assert download(data, out).source == str(cache)
-    assert (out / "labels.csv").is_file()
+    assert_written(out, archive.read_bytes())
 
 
 def test_invalid_fastai_cache_is_skipped_for_the_url(tiny, out, home, server, caplog):
@@ -180,7 +195,7 @@ def test_invalid_fastai_cache_is_skipped_for_the_url(tiny, out, home, server, ca
     caplog.set_level(logging.INFO, logger="mnist_basics")
     assert download(data, out).source == data.url
     assert "ignoring the fastai cache" in caplog.text
-    assert os.listdir(out.parent) == ["mnist_sample"]
+    assert_written(out, archive.read_bytes())
 
 
 def test_override_wins_over_fastai_cache(tiny, out, home, monkeypatch, tmp_path):
@@ -198,7 +213,7 @@ def test_http_serves_the_real_archive(mnist_archive, server, out):
     result = download(data, out)
     assert result.counts == REAL_COUNTS
     assert result.verified_by in ("md5", "content digest")
-    assert os.listdir(out.parent) == ["mnist_sample"]
+    assert_written(out, mnist_archive.read_bytes())
 
 
 @pytest.mark.parametrize("case", ["html", "html-as-binary", "404", "truncated", "unreachable"])
@@ -232,10 +247,11 @@ def test_http_failures(case, tiny, server, out, unreachable):
         (entry("mnist_sample/train/3/tty", kind=tarfile.CHRTYPE), ["device file"]),
         (entry("mnist_sample/fifo", kind=tarfile.FIFOTYPE), ["device file or FIFO"]),
         (entry("other/x.png", b"x"), ["outside mnist_sample/"]),
+        (entry("mnist_sample/train/3/0.png", b"another 0.png"), ["second copy"]),
     ],
-    ids=["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "outside"],
+    ids=["dotdot", "absolute", "symlink", "hardlink", "device", "fifo", "outside", "duplicate"],
 )
-def test_hostile_member_is_refused_before_extracting(bad, words, tiny, out, monkeypatch, tmp_path):
+def test_hostile_member_is_refused(bad, words, tiny, out, monkeypatch, tmp_path):
     _, data = tiny
     archive = pack(tmp_path / "bad.tgz", [*tiny_entries(), bad])
     monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
@@ -309,16 +325,14 @@ def write_params(path: Path, **data) -> Path:
     return path
 
 
-def test_stage_extracts_the_real_archive(mnist_archive, tmp_path, home):
+def test_stage_writes_the_verified_real_archive(mnist_archive, tmp_path, home):
     params = write_params(tmp_path / "params.yaml")
-    out = tmp_path / "data" / "mnist_sample"
+    out = tmp_path / "data" / "mnist_sample.tgz"
     proc = run_stage("--params", str(params), "--out", str(out), home=home, url=str(mnist_archive))
     assert proc.returncode == 0, proc.stderr
-    counts = {d: len(list((out / d).glob("*.png"))) for d in CLASS_DIRS}
-    assert counts == REAL_COUNTS
-    assert (out / "labels.csv").is_file()
-    assert content_digest(out) == Data().content_digest
-    assert os.listdir(out.parent) == ["mnist_sample"]
+    assert_written(out, mnist_archive.read_bytes())
+    counts = ", ".join(f"{d} {n}" for d, n in REAL_COUNTS.items())
+    assert f"wrote {out} ({counts}; verified by " in proc.stderr
 
 
 def test_stage_help(home):
@@ -330,7 +344,7 @@ def test_stage_help(home):
 @pytest.mark.parametrize("case", ["bad params", "missing file"])
 def test_stage_fails_with_one_line(case, tiny, tmp_path, home):
     archive, _ = tiny
-    out = tmp_path / "new" / "mnist_sample"
+    out = tmp_path / "new" / "mnist_sample.tgz"
     if case == "bad params":  # validated before anything is touched: not even new/ appears
         params, url, words = write_params(tmp_path / "p.yaml", max_members=0), str(archive), \
             ["data.max_members", "at least 1"]

@@ -1,7 +1,9 @@
-"""The stage `stack`: PNGs -> one safetensors file of uint8 tensors, or a line naming the bad file.
+"""The stage `stack`: the archive's PNGs -> one safetensors file of uint8 tensors, or a line
+naming the bad file.
 
-Broken PNGs are built here from a small tree of valid 28x28 grayscale images; the real archive
-checks the whole stage against the chapter's plain PIL loop.
+Broken PNGs are built here in a small tree of valid 28x28 grayscale images, packed into a .tgz
+as the download stage leaves it; the real archive checks the whole stage against the chapter's
+plain PIL loop.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from PIL import Image
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import load_tensors
-from mnist_basics.data import decode_png, decode_pngs, png_files, stack
+from mnist_basics.data import decode_png, decode_pngs, png_members, stack
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = ROOT / "stages" / "stack.py"
@@ -71,7 +73,7 @@ def digit(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
 
 
-def pil_decode(path: Path) -> np.ndarray:
+def pil_decode(path) -> np.ndarray:
     """The chapter's way: `tensor(Image.open(o))`."""
     return np.asarray(Image.open(path))
 
@@ -92,10 +94,18 @@ def tree(tmp_path) -> Path:
     return raw
 
 
-def run_stage(raw: Path, out: Path, threads: int = 2) -> subprocess.CompletedProcess:
+def pack(raw: Path, path: Path | None = None) -> Path:
+    """raw/ as mnist_sample/ in a .tgz, as the download stage writes it."""
+    path = path or raw.parent / "mnist_sample.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(raw, arcname="mnist_sample")
+    return path
+
+
+def run_stage(archive: Path, out: Path, threads: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     return subprocess.run(
-        [sys.executable, str(STAGE), "--raw", str(raw),
+        [sys.executable, str(STAGE), "--archive", str(archive),
          "--tensors", str(out / "x.safetensors"), "--counts", str(out / "counts.json")],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
     )
@@ -123,23 +133,22 @@ def test_decode_png_checks_the_crc_that_pil_skips():
         decode_png(bytes(data), "bad.png")
 
 
-def test_decode_pngs_in_workers_keeps_the_order_and_names_the_first_bad_file(tree):
+def test_decode_pngs_keeps_the_order_and_names_the_first_bad_file(tree):
     paths = sorted(tree.rglob("*.png"))
-    serial = decode_pngs(paths, workers=1)
-    parallel = decode_pngs(paths, workers=2, chunk=3)  # 3 chunks over 2 processes
-    assert parallel.shape == (8, 28, 28) and parallel.dtype == np.uint8
-    np.testing.assert_array_equal(parallel, serial)
-    np.testing.assert_array_equal(serial, np.stack([pil_decode(p) for p in paths]))
+    x = decode_pngs([(str(p), p.read_bytes()) for p in paths])
+    assert x.shape == (8, 28, 28) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x, np.stack([pil_decode(p) for p in paths]))
 
-    paths[7].write_bytes(b"")
-    paths[4].write_bytes(b"not a png")  # the first in order, in the second chunk
+    items = [(str(p), p.read_bytes()) for p in paths]
+    items[7] = (items[7][0], b"")
+    items[4] = (items[4][0], b"not a png")  # the first bad one in order
     with pytest.raises(PipelineError, match="^" + re.escape(f"{paths[4]}: not a PNG file")):
-        decode_pngs(paths, workers=2, chunk=3)
+        decode_pngs(items)
 
 
-# -- The folder ------------------------------------------------------------------------------
+# -- The archive -----------------------------------------------------------------------------
 def test_stack_orders_3s_then_7s_by_file_name_and_labels_3_as_1(tree):
-    tensors, counts = stack(tree, workers=2)
+    tensors, counts = stack(pack(tree))
     assert counts == {"train": {"3": 2, "7": 2}, "valid": {"3": 2, "7": 2}}
     for split in ("train", "valid"):
         x, y = tensors[f"{split}_x"], tensors[f"{split}_y"]
@@ -150,26 +159,30 @@ def test_stack_orders_3s_then_7s_by_file_name_and_labels_3_as_1(tree):
         np.testing.assert_array_equal(x, np.stack([pil_decode(p) for p in names]))
 
 
-def test_png_files_ignores_other_files(tree):
+def test_png_members_ignores_other_files(tree):
     (tree / "train" / "3" / "notes.txt").write_text("not an image")
     (tree / "labels.csv").write_text("name,label\n")
-    assert [p.name for p in png_files(tree)["train"]["3"]] == ["10.png", "2.png"]
+    (tree / "train" / "3" / "deeper").mkdir()
+    (tree / "train" / "3" / "deeper" / "1.png").write_bytes(b"not looked at")
+    archive = pack(tree)
+    names = [name for name, _ in png_members(archive)["train"]["3"]]
+    assert names == [f"{archive}:mnist_sample/train/3/{n}.png" for n in (10, 2)]
 
 
 # -- The stage, as the engines run it -------------------------------------------------------
 def test_help_shows_the_pipeline_paths():
     out = subprocess.run([sys.executable, str(STAGE), "--help"], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
-    for flag, path in [("--raw", "data/mnist_sample"), ("--counts", "data/counts.json"),
+    for flag, path in [("--archive", "data/mnist_sample.tgz"), ("--counts", "data/counts.json"),
                        ("--tensors", "data/mnist_sample.safetensors")]:
         assert flag in out and path in out
 
 
 def test_stage_writes_tensors_and_counts_identically_on_one_or_two_cores(tree, tmp_path):
-    outs = []
+    outs, archive = [], pack(tree)
     for threads in (1, 2):
         out = tmp_path / f"out{threads}"
-        r = run_stage(tree, out, threads)
+        r = run_stage(archive, out, threads)
         assert r.returncode == 0, r.stderr
         outs.append(out)
     a, b = outs
@@ -183,11 +196,11 @@ def test_stage_writes_tensors_and_counts_identically_on_one_or_two_cores(tree, t
 def _replace(name: str, data_or_fn):
     """A breaker: rewrite train/7/10.png (the third train file in order)."""
 
-    def breaker(raw: Path) -> Path:
+    def breaker(raw: Path) -> str:
         path = raw / "train" / "7" / "10.png"
         data = data_or_fn(path.read_bytes()) if callable(data_or_fn) else data_or_fn
         path.write_bytes(data)
-        return path
+        return "mnist_sample/train/7/10.png"
 
     breaker.__name__ = name
     return breaker
@@ -203,19 +216,25 @@ def _wide(shape):
     return png_bytes(np.zeros(shape, np.uint8), width=shape[1], height=shape[0])
 
 
-def _remove_all_pngs(raw: Path) -> Path:
+def _remove_all_pngs(raw: Path) -> str:
     folder = raw / "valid" / "7"
     for p in folder.iterdir():
         p.unlink()
-    return folder
+    (folder / "notes.txt").write_text("no digits here")
+    return ""
 
 
-def _remove_folder(raw: Path) -> Path:
+def _remove_folder(raw: Path) -> str:
     folder = raw / "train" / "3"
     for p in folder.iterdir():
         p.unlink()
     folder.rmdir()
-    return folder
+    return ""
+
+
+def _too_big(raw: Path) -> str:
+    (raw / "valid" / "3" / "2.png").write_bytes(png_bytes(digit(4)) + bytes(1 << 16))
+    return "mnist_sample/valid/3/2.png"
 
 
 BROKEN = [
@@ -235,20 +254,69 @@ BROKEN = [
     (_replace("bad_zlib", png_bytes(idat=b"\x78\x9c not deflate data")), "corrupt image data"),
     (_replace("too_long", png_bytes(np.zeros((29, 28), np.uint8))), "corrupt image data"),
     (_replace("no_idat", png_bytes(idat=b"")), "corrupt image data"),
-    (_remove_all_pngs, "no PNG files in this class folder"),
-    (_remove_folder, "class folder missing"),
+    (_too_big, "bytes, too big for a 28x28 digit"),
+    (_remove_all_pngs, "no PNG files in mnist_sample/valid/7/"),
+    (_remove_folder, "no PNG files in mnist_sample/train/3/"),
 ]
 
 
 @pytest.mark.parametrize(("breaker", "why"), BROKEN, ids=[b.__name__ for b, _ in BROKEN])
 def test_stage_names_the_bad_file_and_writes_nothing(tree, tmp_path, breaker, why):
-    bad = breaker(tree)
+    member = breaker(tree)
+    archive = pack(tree)
+    bad = f"{archive}:{member}" if member else str(archive)
     out = tmp_path / "out"
-    r = run_stage(tree, out)
+    r = run_stage(archive, out)
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1, r.stderr  # one line, no traceback
     assert r.stderr.startswith(f"error: {bad}: ") and why in r.stderr, r.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = ""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data)
+    return info, data
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (_member("mnist_sample/train/3/s.png", tarfile.SYMTYPE, link="/etc/passwd"),
+     "mnist_sample/train/3/s.png: not a regular file"),
+    (_member("mnist_sample/train/3/2.png", data=b"again"),
+     "mnist_sample/train/3/2.png: in the archive twice"),
+], ids=["symlink", "duplicate"])
+def test_stage_refuses_odd_members_it_would_read(tree, tmp_path, extra, why):
+    """The download stage refuses these; a hand-replaced archive still fails clearly here."""
+    archive = pack(tree)
+    with tarfile.open(archive) as tar:
+        kept = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
+    with tarfile.open(archive, "w:gz") as tar:
+        for m, data in [*kept, extra]:
+            tar.addfile(m, io.BytesIO(data) if m.isfile() else None)
+    r = run_stage(archive, tmp_path / "out")
+    assert r.returncode == 1
+    assert r.stderr == f"error: {archive}:{why}; rerun the download stage\n"
+
+
+@pytest.mark.parametrize("case", ["truncated", "not an archive", "missing", "a folder"])
+def test_stage_refuses_a_broken_or_missing_archive(tree, tmp_path, case):
+    archive = pack(tree)
+    words = {"truncated": "truncated or corrupt archive", "not an archive": "not a readable",
+             "missing": "not found", "a folder": "is a folder"}[case]
+    if case == "truncated":
+        archive.write_bytes(archive.read_bytes()[:-200])
+    elif case == "not an archive":
+        archive.write_bytes(bytes(range(256)) * 4)
+    elif case == "missing":
+        archive.unlink()
+    else:
+        archive.unlink()
+        archive.mkdir()
+    r = run_stage(archive, tmp_path / "out")
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"error: {archive}: {words}") and r.stderr.count("\n") == 1, \
+        r.stderr
+    assert "rerun the download stage" in r.stderr or case == "truncated"
 
 
 def test_stage_keeps_previous_outputs_when_it_fails(tree, tmp_path):
@@ -257,34 +325,30 @@ def test_stage_keeps_previous_outputs_when_it_fails(tree, tmp_path):
     (out / "x.safetensors").write_text("previous")
     (out / "counts.json").write_text("previous")
     _replace("text", b"oops")(tree)
-    assert run_stage(tree, out).returncode == 1
+    assert run_stage(pack(tree), out).returncode == 1
     assert sorted(p.name for p in out.iterdir()) == ["counts.json", "x.safetensors"]
     assert {p.read_text() for p in out.iterdir()} == {"previous"}
 
 
-def test_stage_refuses_a_missing_folder(tmp_path):
-    r = run_stage(tmp_path / "nowhere", tmp_path / "out")
-    assert r.returncode == 1
-    nowhere = tmp_path / "nowhere"
-    assert r.stderr == f"error: {nowhere}: no such folder; run the download stage first\n"
-
-
 # -- The real data ----------------------------------------------------------------------------
 def test_stage_on_the_real_archive_equals_the_chapters_pil_loop(mnist_archive, tmp_path):
-    with tarfile.open(mnist_archive) as tf:
-        tf.extractall(tmp_path, filter="data")
-    raw, out = tmp_path / "mnist_sample", tmp_path / "out"
-    r = run_stage(raw, out, threads=2)
+    out = tmp_path / "out"
+    r = run_stage(mnist_archive, out, threads=2)
     assert r.returncode == 0, r.stderr
 
     counts = json.loads((out / "counts.json").read_text())
     assert counts == {"train": {"3": 6131, "7": 6265}, "valid": {"3": 1010, "7": 1028}}
     t = load_tensors(out / "x.safetensors")
     assert sorted(t) == ["train_x", "train_y", "valid_x", "valid_y"]
+    with tarfile.open(mnist_archive) as tf:
+        pngs = {m.name: tf.extractfile(m).read() for m in tf if m.name.endswith(".png")}
     for split, n3, n7 in [("train", 6131, 6265), ("valid", 1010, 1028)]:
         x, y = t[f"{split}_x"], t[f"{split}_y"]
         assert tuple(x.shape) == (n3 + n7, 28, 28) and tuple(y.shape) == (n3 + n7,)
         assert str(x.dtype) == str(y.dtype) == "torch.uint8"
         assert y[:n3].eq(1).all() and y[n3:].eq(0).all()  # 1 for a 3, 0 for a 7
-        files = [p for c in ("3", "7") for p in sorted((raw / split / c).glob("*.png"))]
-        np.testing.assert_array_equal(x.numpy(), np.stack([pil_decode(p) for p in files]))
+        # The chapter's loop: each class folder's PNGs, sorted by name, opened by PIL.
+        files = sorted((n for n in pngs if n.startswith(f"mnist_sample/{split}/")),
+                       key=lambda n: (n.split("/")[2], n.rsplit("/", 1)[1]))
+        pixels = [pil_decode(io.BytesIO(pngs[n])) for n in files]
+        np.testing.assert_array_equal(x.numpy(), np.stack(pixels))
