@@ -17,6 +17,7 @@ Compare the decoding speed with the chapter's single-process PIL loop:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import tarfile
@@ -164,17 +165,17 @@ def open_archive(archive: str | Path | bytes, name: str | Path, hint: str) -> ta
         raise PipelineError(f"{name}: not a readable .tgz archive; {hint}") from None
 
 
-def members(tar: tarfile.TarFile, name: str | Path) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
-    """Every member with its bytes (b"" for all but regular files), in archive order.
+@contextlib.contextmanager
+def reading(name: str | Path, hint: str = "fetch a fresh copy") -> Iterator[None]:
+    """Turn tarfile's errors, while iterating or reading members, into one PipelineError.
 
-    Nothing is ever extracted to disk: the caller decides what each member may be.
+    Callers iterate `for m in tar` and read a member (`tar.extractfile(m).read()`) only once
+    its header (type, path, declared size) has passed their checks; nothing is ever extracted.
     """
     try:
-        for m in tar:
-            yield m, tar.extractfile(m).read() if m.isfile() else b""
+        yield
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise PipelineError(f"{name}: truncated or corrupt archive ({e}); fetch a fresh copy") \
-            from None
+        raise PipelineError(f"{name}: truncated or corrupt archive ({e}); {hint}") from None
 
 
 def png_members(archive: str | Path) -> dict[str, dict[str, list[tuple[str, bytes]]]]:
@@ -188,8 +189,8 @@ def png_members(archive: str | Path) -> dict[str, dict[str, list[tuple[str, byte
     files: dict[str, dict[str, list[tuple[str, bytes]]]] = {
         split: {cls: [] for cls in CLASSES} for split in SPLITS}
     seen = set()
-    with open_archive(archive, archive, hint) as tar:
-        for m, data in members(tar, archive):
+    with open_archive(archive, archive, hint) as tar, reading(archive, hint):
+        for m in tar:
             parts = PurePosixPath(m.name).parts
             if (len(parts) != 4 or parts[0] != TOP or parts[1] not in files
                     or parts[2] not in CLASSES or not parts[3].endswith(".png")):
@@ -197,13 +198,13 @@ def png_members(archive: str | Path) -> dict[str, dict[str, list[tuple[str, byte
             name = f"{archive}:{m.name}"
             if not m.isfile():
                 raise PipelineError(f"{name}: not a regular file; {hint}")
-            if m.name in seen:
+            if parts in seen:
                 raise PipelineError(f"{name}: in the archive twice; {hint}")
-            seen.add(m.name)
+            seen.add(parts)
             if m.size > MAX_PNG_BYTES:
                 raise PipelineError(
                     f"{name}: {m.size} bytes, too big for a {SIZE}x{SIZE} digit; {hint}")
-            files[parts[1]][parts[2]].append((name, data))
+            files[parts[1]][parts[2]].append((name, tar.extractfile(m).read()))
     for split in SPLITS:
         for cls in CLASSES:
             if not files[split][cls]:

@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlparse
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import atomic_path
-from mnist_basics.data import CLASS_DIRS, LABELS, TOP, members, open_archive
+from mnist_basics.data import CLASS_DIRS, LABELS, TOP, open_archive, reading
 from mnist_basics.params import Data
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def check_members(tar: tarfile.TarFile, data: Data, name: str) -> dict[str, byte
     """Every regular file, by its path under mnist_sample/; raises on the first bad member."""
     files: dict[str, bytes] = {}
     count = total = 0
-    for m, content in members(tar, name):
+    for m in tar:  # each header is checked before its bytes are read
         count += 1
         if count > data.max_members:
             raise PipelineError(
@@ -223,7 +223,7 @@ def check_members(tar: tarfile.TarFile, data: Data, name: str) -> dict[str, byte
                 "not the MNIST_SAMPLE archive, refusing it"
             )
         if m.isfile():
-            files[rel] = content
+            files[rel] = tar.extractfile(m).read()
     if not count:
         raise PipelineError(f"{name}: the archive is empty; fetch a fresh copy")
     return files
@@ -250,7 +250,7 @@ def check_archive(blob: bytes, data: Data, name: str, knob: str) -> tuple[str, d
     if not blob:
         raise PipelineError(f"{name}: the archive is empty (0 bytes); fetch a fresh copy")
     _refuse_html(blob, name, knob)
-    with open_archive(blob, name, f"fetch a fresh copy or check {knob}") as tar:
+    with open_archive(blob, name, f"fetch a fresh copy or check {knob}") as tar, reading(name):
         files = check_members(tar, data, name)
     counts = check_layout(files, name, knob)
     md5 = md5sum(blob)

@@ -269,6 +269,19 @@ def test_caps(cap, tiny, out, monkeypatch):
     assert_fails(data.model_copy(update={cap: limit}), out, f"data.{cap}")
 
 
+def test_caps_are_checked_before_a_member_is_read(tiny, out, monkeypatch, tmp_path):
+    """A member's declared size counts before a byte of it is read: no memory bomb."""
+    _, data = tiny
+    big = entry("mnist_sample/train/3/big.png", bytes(5_000_000))  # 5 MB of zeros: 5 kB packed
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(pack(tmp_path / "big.tgz", [*tiny_entries(), big])))
+    read = []
+    extractfile = tarfile.TarFile.extractfile
+    monkeypatch.setattr(tarfile.TarFile, "extractfile",
+                        lambda self, m: read.append(m.name) or extractfile(self, m))
+    assert_fails(data.model_copy(update={"max_bytes": 1_000_000}), out, "data.max_bytes")
+    assert read and "mnist_sample/train/3/big.png" not in read
+
+
 def _without(prefix: str) -> list:
     return [e for e in tiny_entries() if not e[0].name.startswith(prefix)]
 
