@@ -8,8 +8,8 @@ The stage `stack` writes it with `stack()`: 3s then 7s, each sorted by file name
 never change. The PNGs are read straight out of `data/mnist_sample.tgz`, never extracted to
 disk. The chapter decodes each PNG with PIL; here most are decoded with zlib alone, and each
 is checked (signature, 28x28 8-bit grayscale header, every chunk's CRC, the image data's
-length) before its pixels are trusted. A file that fails names itself
-in a PipelineError, raised before the stage writes anything.
+length) before its pixels are trusted. A file that fails names itself in a PipelineError,
+raised before the stage writes anything.
 
 Compare the decoding speed with the chapter's single-process PIL loop:
     python -m mnist_basics.data --bench data/mnist_sample.tgz
@@ -178,6 +178,15 @@ def reading(name: str | Path, hint: str = "fetch a fresh copy") -> Iterator[None
         raise PipelineError(f"{name}: truncated or corrupt archive ({e}); {hint}") from None
 
 
+def class_dir(member: str) -> str | None:
+    """'train/3' for the digit `mnist_sample/train/3/<name>.png`; None for any other member."""
+    parts = PurePosixPath(member).parts
+    if len(parts) == 4 and parts[0] == TOP and parts[3].endswith(".png"):
+        folder = f"{parts[1]}/{parts[2]}"
+        return folder if folder in CLASS_DIRS else None
+    return None
+
+
 def png_members(archive: str | Path) -> dict[str, dict[str, list[tuple[str, bytes]]]]:
     """split -> class -> its (name, PNG bytes) sorted by file name; every class must have some.
 
@@ -191,20 +200,20 @@ def png_members(archive: str | Path) -> dict[str, dict[str, list[tuple[str, byte
     seen = set()
     with open_archive(archive, archive, hint) as tar, reading(archive, hint):
         for m in tar:
-            parts = PurePosixPath(m.name).parts
-            if (len(parts) != 4 or parts[0] != TOP or parts[1] not in files
-                    or parts[2] not in CLASSES or not parts[3].endswith(".png")):
+            folder = class_dir(m.name)
+            if folder is None:
                 continue
-            name = f"{archive}:{m.name}"
+            name, path = f"{archive}:{m.name}", PurePosixPath(m.name)
             if not m.isfile():
                 raise PipelineError(f"{name}: not a regular file; {hint}")
-            if parts in seen:
+            if path in seen:
                 raise PipelineError(f"{name}: in the archive twice; {hint}")
-            seen.add(parts)
+            seen.add(path)
             if m.size > MAX_PNG_BYTES:
                 raise PipelineError(
                     f"{name}: {m.size} bytes, too big for a {SIZE}x{SIZE} digit; {hint}")
-            files[parts[1]][parts[2]].append((name, tar.extractfile(m).read()))
+            split, cls = folder.split("/")
+            files[split][cls].append((name, tar.extractfile(m).read()))
     for split in SPLITS:
         for cls in CLASSES:
             if not files[split][cls]:

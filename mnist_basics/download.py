@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlparse
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import atomic_path
-from mnist_basics.data import CLASS_DIRS, LABELS, TOP, open_archive, reading
+from mnist_basics.data import CLASS_DIRS, LABELS, TOP, class_dir, open_archive, reading
 from mnist_basics.params import Data
 
 log = logging.getLogger(__name__)
@@ -235,9 +235,9 @@ def check_layout(files: Mapping[str, bytes], name: str, knob: str = "the source"
     if LABELS not in files:
         raise PipelineError(f"{name}: no {TOP}/{LABELS}; {hint}")
     counts = dict.fromkeys(CLASS_DIRS, 0)
-    for rel in files:
-        folder, _, base = rel.rpartition("/")
-        if folder in counts and base.endswith(".png"):
+    for rel in files:  # the PNGs the stack stage will read
+        folder = class_dir(f"{TOP}/{rel}")
+        if folder is not None:
             counts[folder] += 1
     for d, n in counts.items():
         if n == 0:
@@ -289,7 +289,8 @@ def sources(data: Data) -> list[Source]:
     return out
 
 
-def _read_local(source: Source, max_bytes: int) -> bytes:
+def _read_local(source: Source, max_bytes: int) -> tuple[str, bytes]:
+    """(the file's path, for messages; its bytes)."""
     archive = local_path(source)
     name = str(archive)
     if not archive.is_file():
@@ -302,7 +303,7 @@ def _read_local(source: Source, max_bytes: int) -> bytes:
                 f"{name}: {size} bytes is more than data.max_bytes ({max_bytes}); "
                 f"check {source.knob}"
             )
-        return archive.read_bytes()
+        return name, archive.read_bytes()
     except OSError as e:
         raise PipelineError(f"{name}: cannot read ({e.strerror or e})") from None
 
@@ -314,8 +315,8 @@ def _install(source: Source, out: Path, data: Data) -> Downloaded:
             fetch(source, tmp, data.max_bytes)
             verified_by, counts = check_archive(tmp.read_bytes(), data, name, source.knob)
     else:
-        blob = _read_local(source, data.max_bytes)
-        verified_by, counts = check_archive(blob, data, str(local_path(source)), source.knob)
+        name, blob = _read_local(source, data.max_bytes)
+        verified_by, counts = check_archive(blob, data, name, source.knob)
         with atomic_path(out) as tmp:
             tmp.write_bytes(blob)
     return Downloaded(source.location, verified_by, counts)
