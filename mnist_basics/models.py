@@ -4,7 +4,8 @@ Everything follows fastbook chapter 4 line by line, so a learner can hold the bo
 - `init_params`, `linear1` (`xb@weights + bias`) and `simple_net` (784-30-ReLU-1);
 - `mnist_loss`: sigmoid, then `torch.where(targets==1, 1-predictions, predictions).mean()`;
 - `BasicOptim`: the hand-written SGD step (`p.data -= p.grad.data * lr`);
-- `fit`: batches drawn from a shuffled permutation, one validation pass per epoch.
+- `fit`: `BasicOptim` and `mnist_loss` plugged into the chapter's loop (`train_epoch`,
+  `validate_epoch`, `train_model` in mnist_basics/train.py).
 
 The stages `stages/linear.py` and `stages/mlp.py` call these; `load_predictor` turns a saved
 checkpoint back into a classifier for `python -m mnist_basics predict`.
@@ -19,10 +20,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from mnist_basics import PipelineError, train
-from mnist_basics.cli import progress
+from mnist_basics import PipelineError
 from mnist_basics.data import SIZE, MnistSample
-from mnist_basics.train import Clock, Fit
+from mnist_basics.train import (
+    Fit,
+    Validation,
+    shuffled_batches,
+    train_epoch,
+    train_model,
+)
 
 log = logging.getLogger("mnist_basics")
 
@@ -120,61 +126,33 @@ class BasicOptim:
 
 # -- Training --------------------------------------------------------------------------------
 @torch.no_grad()
-def validate(model: Callable[[Tensor], Tensor], data: Prepared) -> tuple[float, Tensor]:
-    """The validation loss, and the probability that each validation digit is a 3."""
+def validate_epoch(model: Callable[[Tensor], Tensor], data: Prepared) -> Validation:
+    """The validation loss, and each validation digit's output and probability of a 3."""
     preds = model(data.valid_x)  # [N, 1]
-    return mnist_loss(preds, data.valid_y).item(), preds.sigmoid().squeeze(1)
+    return Validation(loss=mnist_loss(preds, data.valid_y).item(), preds=preds.squeeze(1),
+                      prob3=preds.sigmoid().squeeze(1))
 
 
 def fit(model, data: Prepared, *, lr: float, epochs: int, batch_size: int, seed: int,
         desc: str = "train") -> Fit:
-    """Train with `mnist_loss` and `BasicOptim`, the chapter's `train_epoch` loop.
+    """Train with `mnist_loss` and `BasicOptim` in the chapter's loop.
 
     Each epoch visits the training set in a fresh order drawn from a generator seeded with
-    `seed`; the last batch may be short (the book's DataLoader keeps it too). Indexing the
-    tensors in memory with a permutation avoids DataLoader overhead.
+    `seed`; the last batch may be short (the book's DataLoader keeps it too).
     """
     opt = BasicOptim(model.parameters(), lr)
     order = torch.Generator().manual_seed(seed)
-    n = len(data.train_x)
-    out, clock = Fit(), Clock()
-    for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, generator=order).to(data.train_x.device)
-        total = torch.zeros((), device=data.train_x.device)  # summed on the device: no sync
-        for idx in progress(perm.split(batch_size), f"{desc} {epoch}/{epochs}"):
-            xb, yb = data.train_x[idx], data.train_y[idx]  # [B, 784], [B, 1]
-            loss = mnist_loss(model(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            total += loss.detach() * len(idx)
-        valid_loss, prob3 = validate(model, data)
-        accuracy = ((prob3 > 0.5) == data.valid_y.squeeze(1).bool()).float().mean().item()
-        seconds = clock.lap()
-        row = {"epoch": epoch, "train_loss": round(total.item() / n, 6),
-               "valid_loss": round(valid_loss, 6), "valid_accuracy": round(accuracy, 6),
-               "seconds": round(seconds, 3)}
-        log.info("epoch %d/%d: train_loss %.4f, valid_loss %.4f, valid_accuracy %.4f, %.2fs",
-                 epoch, epochs, row["train_loss"], row["valid_loss"], row["valid_accuracy"],
-                 seconds)
-        out.history.append(row)
-        out.images += n
-        out.prob3 = prob3.cpu()
-    out.epoch_seconds = [round(s, 3) for s in clock.marks]
-    out.train_seconds = clock.elapsed
-    return out
+
+    def one_epoch(epoch: int):
+        batches = shuffled_batches(data.train_x, data.train_y, batch_size, order)
+        return train_epoch(model, batches, opt, mnist_loss, desc=f"{desc} {epoch}/{epochs}")
+
+    return train_model(one_epoch, lambda: validate_epoch(model, data), epochs=epochs,
+                       valid_y=data.valid_y.squeeze(1), name=desc)
 
 
-def results(name: str, model, run: Fit, data: Prepared, *, arch: dict, params: Mapping,
-            clock: Clock, device: torch.device) -> dict:
-    """The keyword arguments of `train.save_results` for a trained model."""
-    card = {"model": name, "arch": arch, "input": INPUT,
-            "params": {k: v.model_dump() for k, v in params.items()}}
-    return train.results(run, state=model.state_dict(), card=card,
-                         valid_y=data.valid_y.squeeze(1), clock=clock, device=device)
-
-
-LINEAR_ARCH = {"forward": "xb@weights + bias", "weights": [PIXELS, 1], "bias": [1]}
+def linear_arch() -> dict:
+    return {"forward": "xb@weights + bias", "weights": [PIXELS, 1], "bias": [1]}
 
 
 def mlp_arch(hidden: int) -> dict:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from mnist_basics import PipelineError
 from mnist_basics.data import SIZE, MnistSample
-from mnist_basics.train import Clock
+from mnist_basics.train import Clock, StageResult, batch_accuracy, timing_record
 
 INPUT = {
     "shape": [SIZE, SIZE],
@@ -48,11 +48,15 @@ def rmse_distance(a: Tensor, b: Tensor) -> Tensor:
     return ((a - b) ** 2).mean((-1, -2)).sqrt()
 
 
-def class_accuracies(is_3: Tensor, y: Tensor) -> tuple[float, float, float]:
-    """Accuracy on the 3s, on the 7s, and their average (the book's summary figure)."""
+def class_accuracies(is_3_margin: Tensor, y: Tensor) -> tuple[float, float, float]:
+    """Accuracy on the 3s, on the 7s, and their average (the book's summary figure).
+
+    `is_3_margin` is d7 - d3, positive where the digit is nearer the ideal 3: the book's
+    `is_3` is `batch_accuracy`'s sigmoid(margin) > 0.5.
+    """
     threes = y == 1
-    acc3 = is_3[threes].float().mean().item()
-    acc7 = (~is_3[~threes]).float().mean().item()
+    acc3 = batch_accuracy(is_3_margin[threes], y[threes]).item()
+    acc7 = batch_accuracy(is_3_margin[~threes], y[~threes]).item()
     return acc3, acc7, (acc3 + acc7) / 2
 
 
@@ -75,8 +79,8 @@ def classify(sample: MnistSample) -> dict:
         "l1_3": mnist_distance(valid, mean3), "l1_7": mnist_distance(valid, mean7),  # [N]
         "rmse_3": rmse_distance(valid, mean3), "rmse_7": rmse_distance(valid, mean7),
     }
-    l1 = class_accuracies(dist["l1_3"] < dist["l1_7"], y)
-    rmse = class_accuracies(dist["rmse_3"] < dist["rmse_7"], y)
+    l1 = class_accuracies(dist["l1_7"] - dist["l1_3"], y)
+    rmse = class_accuracies(dist["rmse_7"] - dist["rmse_3"], y)
     metrics = {
         "accuracy": l1[2], "accuracy_3": l1[0], "accuracy_7": l1[1],
         "rmse_accuracy": rmse[2], "rmse_accuracy_3": rmse[0], "rmse_accuracy_7": rmse[1],
@@ -89,30 +93,23 @@ def classify(sample: MnistSample) -> dict:
     }
 
 
-def results(sample: MnistSample, clock: Clock) -> dict:
-    """The keyword arguments of `train.save_results`: checkpoint, card, predictions, records."""
+def pixel_mean_result(sample: MnistSample, clock: Clock) -> StageResult:
+    """Everything the stage writes: the two means, the distances, the metrics, one row."""
     fit = Clock()
     out = classify(sample)
     seconds = fit.elapsed
     m = out["metrics"]
-    return {
-        "state": out["state"],
-        "card": {"model": "pixel_mean", "arch": ARCH, "params": {}, "input": INPUT},
-        "prob3": out["prob3"],
-        "extra_predictions": out["distances"],
-        "metrics": m,
+    return StageResult(
+        state=out["state"],
+        card={"model": "pixel_mean", "arch": ARCH, "params": {}, "input": INPUT},
+        predictions={"prob3": out["prob3"], **out["distances"]},
+        metrics=m,
         # No training loop: one row, with no losses to report.
-        "history": [{"epoch": 1, "train_loss": "", "valid_loss": "",
-                     "valid_accuracy": m["accuracy"], "seconds": round(seconds, 3)}],
-        "timing": {
-            "seconds": clock.elapsed,
-            "train_seconds": seconds,
-            "images_per_second": round(len(sample.train_x) / max(seconds, 1e-9), 1),
-            "epoch_seconds": [round(seconds, 3)],
-            "device": "cpu",
-            "threads": torch.get_num_threads(),
-        },
-    }
+        history=[{"epoch": 1, "train_loss": "", "valid_loss": "",
+                  "valid_accuracy": m["accuracy"]}],
+        timing=timing_record(clock, train_seconds=seconds, images=len(sample.train_x),
+                             epoch_seconds=[round(seconds, 3)], device="cpu"),
+    )
 
 
 def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tensor], Tensor]:

@@ -16,18 +16,15 @@ is trained by `fit_one_cycle` below (run it as `python stages/resnet18.py`):
   labels), `OneCycleLR` (cosine warm-up to `lr` over `pct_start` of the steps, then cosine
   annealing, with momentum cycled 0.95 -> 0.85 -> 0.95 as in fastai).
 - Optimizer: SGD with Nesterov momentum and weight decay on conv/linear weights only
-  (fastai skips batchnorm and bias parameters too), peak lr 0.05: 0.9961-0.9975 over five
-  seeds. AdamW with the same schedule (lr 0.01, fastai's default optimizer family) spread
-  more (0.9951-0.9995); the book's lr 0.1 is too high for SGD here (0.9917-0.9941).
+  (fastai skips batchnorm and bias parameters too). fastai's default is Adam at lr 0.1;
+  that lr is too high for SGD here, and the README's results section gives the spread.
 - Speed on a CPU: the tensors sit in memory already normalised (no DataLoader, no decoding),
   batches are the same size (the last partial batch is dropped, as fastai's training
   DataLoader does) so oneDNN reuses its kernels, convolutions run channels_last under
   bfloat16 autocast (`resnet18.bf16`: for CPUs with avx512_bf16 or AMX, and CUDA), layer4
   skips its padding taps, the optimizer step is fused, and the validation set is scored
-  once per epoch in large batches under `torch.inference_mode`. On one 2-core AVX-512
-  machine each of bf16, channels_last and the one-pixel convs is worth 1.1-1.7x, together
-  ~2x over float32 NCHW (`python bench/resnet18_bench.py speed`); torch.compile spends ~45 s
-  compiling and is slower than this afterwards.
+  once per epoch in large batches under `torch.inference_mode`. What each of these is
+  worth is measured by `python bench/resnet18_bench.py speed` (bench/README.md).
 
 `load_predictor` turns a checkpoint and its model card back into a classifier that
 `python -m mnist_basics predict` uses.
@@ -36,18 +33,16 @@ is trained by `fit_one_cycle` below (run it as `python stages/resnet18.py`):
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnist_basics import PipelineError, train
-from mnist_basics.cli import progress
+from mnist_basics import PipelineError, compat
 from mnist_basics.data import SIZE, MnistSample
-from mnist_basics.train import Clock
+from mnist_basics.train import Fit, Validation, shuffled_batches, train_epoch, train_model
 
 log = logging.getLogger("mnist_basics")
 
@@ -127,7 +122,7 @@ def autocast(device: torch.device, bf16: bool):
 
 def warn_if_slow_bf16(device: torch.device, bf16: bool) -> None:
     """Without bfloat16 instructions a CPU emulates them: slower than float32, not faster."""
-    if bf16 and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if bf16 and device.type == "cpu" and not compat.cpu_has_bf16():
         log.warning("this CPU has no bfloat16 instructions: set resnet18.bf16 to false "
                     "in params.yaml for a faster run")
 
@@ -178,13 +173,6 @@ def prepare(sample: MnistSample, device: torch.device, channels_last: bool) -> P
 
 
 # -- Training --------------------------------------------------------------------------------
-@dataclass
-class Fit(train.Fit):
-    """What `fit_one_cycle` measured: also one row per optimizer step."""
-
-    steps: list[dict[str, object]] = field(default_factory=list)
-
-
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv and linear weights only; batchnorm and biases are left alone."""
     decay, no_decay = [], []
@@ -195,15 +183,22 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 @torch.inference_mode()
-def predict_prob3(model: nn.Module, x: Tensor, *, bf16: bool) -> tuple[Tensor, Tensor]:
-    """Logits (float [N, 2]) and the probability of a 3 (float [N]) for prepared images."""
+def predict_logits(model: nn.Module, x: Tensor, *, bf16: bool) -> Tensor:
+    """Logits (float [N, 2]) for prepared images, scored in large batches."""
     model.eval()
     chunks = []
     for xb in x.split(VALID_BATCH):
         with autocast(x.device, bf16):
             chunks.append(model(xb).float())
-    logits = torch.cat(chunks)  # [N, 2]
-    return logits, logits.softmax(dim=1)[:, 1]
+    return torch.cat(chunks)  # [N, 2]
+
+
+def validate_epoch(model: nn.Module, data: Prepared, *, bf16: bool) -> Validation:
+    """Cross-entropy on the validation set; the 3's logit margin and probability per digit."""
+    logits = predict_logits(model, data.valid_x, bf16=bf16)
+    return Validation(loss=F.cross_entropy(logits, data.valid_y).item(),
+                      preds=logits[:, 1] - logits[:, 0],  # sigmoid(l3 - l7) = softmax's p3
+                      prob3=logits.softmax(dim=1)[:, 1])
 
 
 def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
@@ -231,56 +226,25 @@ def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
         opt, max_lr=lr, total_steps=per_epoch * epochs, pct_start=pct_start,
         base_momentum=base_momentum, max_momentum=max_momentum)
     order = torch.Generator().manual_seed(seed)
-    out, clock = Fit(), Clock()
-    for epoch in range(1, epochs + 1):
+
+    def forward(xb: Tensor) -> Tensor:
+        with autocast(device, bf16):
+            return model(xb).float()  # [B, 2]; the loss in float32
+
+    def one_epoch(epoch: int):
         model.train()
-        perm = torch.randperm(n, generator=order)[: per_epoch * batch_size].to(device)
-        lrs, losses = [], []
-        for idx in progress(perm.view(per_epoch, batch_size), f"{desc} {epoch}/{epochs}"):
-            xb, yb = data.train_x[idx], data.train_y[idx]  # [B, 1, 28, 28], [B]
-            with autocast(device, bf16):
-                logits = model(xb)  # [B, 2]
-            loss = F.cross_entropy(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            lrs.append(sched.get_last_lr()[0])
-            sched.step()
-            losses.append(loss.detach())  # kept on the device: no sync per step
-        losses = torch.stack(losses).float().cpu()
-        logits, prob3 = predict_prob3(model, data.valid_x, bf16=bf16)
-        valid_loss = F.cross_entropy(logits, data.valid_y).item()
-        accuracy = ((prob3 > 0.5) == data.valid_y.bool()).float().mean().item()
-        seconds = clock.lap()
-        first = len(out.steps)
-        out.steps += [{"step": first + i + 1, "lr": round(r, 8), "loss": round(v, 6)}
-                      for i, (r, v) in enumerate(zip(lrs, losses.tolist(), strict=True))]
-        row = {"epoch": epoch, "train_loss": round(losses.mean().item(), 6),
-               "valid_loss": round(valid_loss, 6), "valid_accuracy": round(accuracy, 6),
-               "seconds": round(seconds, 3)}
-        if not math.isfinite(row["train_loss"]):
-            raise PipelineError(f"resnet18 diverged in epoch {epoch} (loss {row['train_loss']});"
-                                " lower resnet18.lr")
-        log.info("epoch %d/%d: train_loss %.4f, valid_loss %.4f, valid_accuracy %.4f, %.2fs",
-                 epoch, epochs, row["train_loss"], row["valid_loss"], row["valid_accuracy"],
-                 seconds)
-        out.history.append(row)
-        out.images += per_epoch * batch_size
-        out.prob3 = prob3.cpu()
-    out.epoch_seconds = [round(s, 3) for s in clock.marks]
-    out.train_seconds = clock.elapsed
-    return out
+        batches = shuffled_batches(data.train_x, data.train_y, batch_size, order,
+                                   drop_last=True)
+        return train_epoch(forward, batches, opt, F.cross_entropy, sched=sched,
+                           desc=f"{desc} {epoch}/{epochs}")
+
+    return train_model(one_epoch, lambda: validate_epoch(model, data, bf16=bf16),
+                       epochs=epochs, valid_y=data.valid_y, name=desc)
 
 
-def results(model: nn.Module, run: Fit, data: Prepared, *, params: Mapping, clock: Clock,
-            device: torch.device) -> dict:
-    """The keyword arguments of `train.save_results` for the trained resnet18."""
-    bf16 = params["resnet18"].bf16
-    card = {"model": "resnet18", "arch": ARCH,
-            "input": {**data.input, "autocast": "bfloat16" if bf16 else "none"},
-            "params": {k: v.model_dump() for k, v in params.items()}}
-    return train.results(run, state=model.state_dict(), card=card, valid_y=data.valid_y,
-                         clock=clock, device=device)
+def card_input(data: Prepared, bf16: bool) -> dict:
+    """The model card's `input`: how to prepare and score images to reproduce the stage."""
+    return {**data.input, "autocast": "bfloat16" if bf16 else "none"}
 
 
 # -- Reloading -------------------------------------------------------------------------------
@@ -309,6 +273,6 @@ def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tens
 
     def predict(x: Tensor) -> Tensor:
         images = prepare_images(x, mean, std, channels_last=channels_last)
-        return predict_prob3(model, images, bf16=bf16)[1]
+        return predict_logits(model, images, bf16=bf16).softmax(dim=1)[:, 1]
 
     return predict

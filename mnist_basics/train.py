@@ -1,32 +1,45 @@
-"""What every training stage shares: seeding, the device, the CPU budget, and the results.
+"""The chapter's training loop, shared by every trained model, and what a training stage writes.
 
-A training stage writes, each with one writer and one format:
+The book builds its loop from small functions, and so does this module, under their names:
+- `batch_accuracy(xb, yb)`: the share of predictions on the right side of 0.5 after a sigmoid;
+- `calc_grad(xb, yb, model, loss_func)`: predict, compute the loss, `backward()`;
+- `train_epoch(...)`: `calc_grad`, then `opt.step()` and `opt.zero_grad()`, for every batch;
+- `validate_epoch`: each model's own, returning a `Validation`;
+- `train_model(...)`: `train_epoch` then `validate_epoch`, once per epoch, with a history row.
+`linear` and `mlp` (mnist_basics/models.py) and `resnet18` (mnist_basics/resnet.py) plug
+their model, loss and optimizer into these.
+
+Every stage that fits a model returns one `StageResult`, and `save_results` writes it, each
+file with one writer and one format:
 - the checkpoint (safetensors) and its model card (JSON: architecture and params);
 - the validation predictions (safetensors: `prob3`, the probability that each digit is a 3);
-- `metrics/<stage>.json`: accuracies and losses only, so that reruns are byte-identical;
-- `metrics/<stage>_timing.json`: wall-clock figures, apart for the same reason;
-- `metrics/<stage>_history.csv`: one row per epoch.
+- `metrics/<stage>.json` and `metrics/<stage>_history.csv`: results only, so that two runs
+  with the same params write the same bytes;
+- `metrics/<stage>_timing.json`: the wall-clock figures, apart for that reason.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from mnist_basics import PipelineError
+from mnist_basics import PipelineError, compat
 from mnist_basics.artifacts import save_tensors, write_csv, write_json
-from mnist_basics.cli import cpu_threads
+from mnist_basics.cli import cpu_threads, progress
 
 log = logging.getLogger("mnist_basics")
 
 
+# -- Device and seeds ------------------------------------------------------------------------
 def pick_device(wanted: str) -> torch.device:
     """`auto` means cuda when there is one; asking for cuda without one is an error."""
     if wanted == "auto":
@@ -46,23 +59,151 @@ def setup(seed: int, device: str, stage: str) -> torch.device:
     random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too
     # Same params, same bytes on the CPU; on CUDA this also picks deterministic kernels.
-    # What torch.use_deterministic_algorithms(True, warn_only=True) does, without its import
-    # of torch._inductor (1.5 s, to set a torch.compile flag; nothing here compiles).
-    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    compat.use_deterministic_algorithms()
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     return dev
 
 
-def accuracy_by_class(prob3: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Accuracy overall and on each class; y is 1 for a 3 and 0 for a 7 (the chapter's labels)."""
-    correct = (prob3 > 0.5) == y.bool()
+# -- The chapter's loop ----------------------------------------------------------------------
+def batch_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
+    """The book's `batch_accuracy`: xb are a model's outputs before the sigmoid ([N]), yb the
+    labels ([N], 1 for a 3, 0 for a 7). A 3 is predicted where sigmoid(xb) > 0.5."""
+    preds = xb.sigmoid()
+    correct = (preds > 0.5) == yb
+    return correct.float().mean()
+
+
+def calc_grad(xb: Tensor, yb: Tensor, model: Callable[[Tensor], Tensor],
+              loss_func: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """The book's `calc_grad`: predict, measure the loss, and leave its gradients in `.grad`."""
+    preds = model(xb)
+    loss = loss_func(preds, yb)
+    loss.backward()
+    return loss
+
+
+def shuffled_batches(x: Tensor, y: Tensor, batch_size: int, order: torch.Generator, *,
+                     drop_last: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """The book's `DataLoader(dset, batch_size, shuffle=True)` over tensors already in memory.
+
+    The order is drawn on the CPU from `order` (so a seed gives the same batches on every
+    device); `drop_last` leaves out the last partial batch, as fastai's training loader does.
+    """
+    n = len(x)
+    perm = torch.randperm(n, generator=order)
+    if drop_last:
+        perm = perm[: n // batch_size * batch_size]
+    for idx in perm.to(x.device).split(batch_size):
+        yield x[idx], y[idx]
+
+
+@dataclass
+class Epoch:
+    """What `train_epoch` measured: each batch's mean loss and size, and its learning rate."""
+
+    losses: list[Tensor] = field(default_factory=list)  # each a 0-d tensor, left on the device
+    sizes: list[int] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)  # only when a schedule sets them
+
+    @property
+    def images(self) -> int:
+        return sum(self.sizes)
+
+    def loss(self) -> float:
+        """The mean loss over the epoch's images."""
+        total = torch.zeros((), device=self.losses[0].device)
+        for loss, size in zip(self.losses, self.sizes, strict=True):
+            total += loss * size  # summed on the device: one sync per epoch, not per batch
+        return total.item() / self.images
+
+
+def train_epoch(model: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, Tensor]],
+                opt, loss_func: Callable[[Tensor, Tensor], Tensor], *, sched=None,
+                desc: str = "train") -> Epoch:
+    """The book's `train_epoch`: for each batch, `calc_grad`, `opt.step()`, `opt.zero_grad()`.
+
+    `opt` is `BasicOptim` or any torch optimizer; `sched`, when given, sets its learning rate
+    per step (the one-cycle schedule).
+    """
+    out = Epoch()
+    for xb, yb in progress(batches, desc):
+        loss = calc_grad(xb, yb, model, loss_func)
+        opt.step()
+        opt.zero_grad()
+        if sched is not None:
+            out.lrs.append(sched.get_last_lr()[0])
+            sched.step()
+        out.losses.append(loss.detach())
+        out.sizes.append(len(xb))
+    return out
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What a model's `validate_epoch` returns for the whole validation set."""
+
+    loss: float
+    preds: Tensor  # float [N]: the output before the sigmoid (a logit for the 3)
+    prob3: Tensor  # float [N]: the probability that each digit is a 3
+
+
+@dataclass
+class Fit:
+    """What `train_model` measured: one history row per epoch, the last predictions."""
+
+    history: list[dict[str, object]] = field(default_factory=list)
+    steps: list[dict[str, object]] = field(default_factory=list)  # when a schedule ran
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images: int = 0  # training images seen, over all epochs
+    last: Validation | None = None  # the last epoch's, on the CPU
+
+
+def train_model(train_epoch: Callable[[int], Epoch], validate_epoch: Callable[[], Validation],
+                *, epochs: int, valid_y: Tensor, name: str) -> Fit:
+    """The book's `train_model`: `epochs` times, train one epoch, then validate it.
+
+    Each epoch adds a history row (losses and accuracy, no seconds: those go to the timing
+    file) and, when the optimizer's schedule sets the learning rate, a row per step. A loss
+    that is no longer finite stops the stage with a hint.
+    """
+    out, clock = Fit(), Clock()
+    for epoch in range(1, epochs + 1):
+        ep = train_epoch(epoch)
+        valid = validate_epoch()
+        seconds = clock.lap()
+        row = {"epoch": epoch, "train_loss": round(ep.loss(), 6),
+               "valid_loss": round(valid.loss, 6),
+               "valid_accuracy": round(batch_accuracy(valid.preds, valid_y).item(), 6)}
+        if not math.isfinite(row["train_loss"]):
+            raise PipelineError(f"{name} diverged in epoch {epoch} (loss {row['train_loss']}); "
+                                f"lower {name}.lr in params.yaml")
+        if ep.lrs:
+            losses = torch.stack(ep.losses).float().cpu().tolist()
+            first = len(out.steps) + 1
+            out.steps += [{"step": first + i, "lr": round(lr, 8), "loss": round(loss, 6)}
+                          for i, (lr, loss) in enumerate(zip(ep.lrs, losses, strict=True))]
+        log.info("epoch %d/%d: train_loss %.4f, valid_loss %.4f, valid_accuracy %.4f, %.2fs",
+                 epoch, epochs, row["train_loss"], row["valid_loss"], row["valid_accuracy"],
+                 seconds)
+        out.history.append(row)
+        out.images += ep.images
+        out.last = Validation(valid.loss, valid.preds.cpu(), valid.prob3.cpu())
+    out.epoch_seconds = [round(s, 3) for s in clock.marks]
+    out.train_seconds = clock.elapsed
+    return out
+
+
+# -- Results ---------------------------------------------------------------------------------
+def accuracy_by_class(preds: Tensor, y: Tensor) -> dict[str, float]:
+    """`batch_accuracy` overall and on each class; preds [N] before the sigmoid, y [N]."""
     threes = y.bool()
     return {
-        "accuracy": round(correct.float().mean().item(), 6),
-        "accuracy_3": round(correct[threes].float().mean().item(), 6),
-        "accuracy_7": round(correct[~threes].float().mean().item(), 6),
+        "accuracy": round(batch_accuracy(preds, y).item(), 6),
+        "accuracy_3": round(batch_accuracy(preds[threes], y[threes]).item(), 6),
+        "accuracy_7": round(batch_accuracy(preds[~threes], y[~threes]).item(), 6),
     }
 
 
@@ -85,47 +226,58 @@ class Clock:
         return time.perf_counter() - self.start
 
 
-@dataclass
-class Fit:
-    """What a training loop measured: one history row per epoch, the last predictions."""
+@dataclass(frozen=True)
+class StageResult:
+    """Everything a model stage writes, before it is written: one record for every method."""
 
-    history: list[dict[str, object]] = field(default_factory=list)
-    epoch_seconds: list[float] = field(default_factory=list)
-    train_seconds: float = 0.0
-    images: int = 0  # training images seen, over all epochs
-    prob3: torch.Tensor | None = None  # float [N_valid], from the last epoch
+    state: Mapping[str, Tensor]  # the checkpoint
+    card: Mapping  # the model card: architecture, how inputs are prepared, the params
+    predictions: Mapping[str, Tensor]  # prob3 [N_valid], and whatever else the method scores
+    metrics: Mapping[str, float | int]  # results only: accuracies and losses
+    history: list[dict[str, object]]  # one row per epoch, results only
+    timing: Mapping[str, object]  # wall-clock figures
+    steps: list[dict[str, object]] = field(default_factory=list)  # one row per step, if any
 
 
-def results(run: Fit, *, state: Mapping[str, torch.Tensor], card: Mapping,
-            valid_y: torch.Tensor, clock: Clock, device: torch.device) -> dict:
-    """The keyword arguments of `save_results` for a trained model; valid_y is [N] (1 = a 3)."""
+def model_card(name: str, *, arch: Mapping, input: Mapping, params: Mapping) -> dict:
+    """The JSON beside a checkpoint; `params` are the validated sections the stage read."""
+    return {"model": name, "arch": arch, "input": input,
+            "params": {k: v.model_dump() for k, v in params.items()}}
+
+
+def timing_record(clock: Clock, *, train_seconds: float, images: int, epoch_seconds: list,
+                  device: torch.device | str) -> dict[str, object]:
+    return {
+        "seconds": clock.elapsed,
+        "train_seconds": train_seconds,
+        "images_per_second": round(images / max(train_seconds, 1e-9), 1),
+        "epoch_seconds": epoch_seconds,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def trained_result(run: Fit, *, state: Mapping[str, Tensor], card: Mapping, valid_y: Tensor,
+                   clock: Clock, device: torch.device) -> StageResult:
+    """The StageResult of a model that `train_model` trained; valid_y is [N] (1 = a 3)."""
     last = run.history[-1]
     metrics = {
-        **accuracy_by_class(run.prob3, valid_y.cpu()),
+        **accuracy_by_class(run.last.preds, valid_y.cpu()),
         "train_loss": last["train_loss"],
         "valid_loss": last["valid_loss"],
         "epochs": len(run.history),
     }
-    return {
-        "state": state,
-        "card": card,
-        "prob3": run.prob3,
-        "metrics": dict(sorted(metrics.items())),
-        "history": run.history,
-        "timing": {
-            "seconds": clock.elapsed,
-            "train_seconds": run.train_seconds,
-            "images_per_second": round(run.images / max(run.train_seconds, 1e-9), 1),
-            "epoch_seconds": run.epoch_seconds,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-        },
-    }
+    return StageResult(
+        state=state, card=card, predictions={"prob3": run.last.prob3},
+        metrics=dict(sorted(metrics.items())), history=run.history, steps=run.steps,
+        timing=timing_record(clock, train_seconds=run.train_seconds, images=run.images,
+                             epoch_seconds=run.epoch_seconds, device=device),
+    )
 
 
 @dataclass
 class Paths:
-    """A training stage's outputs, as its flags name them."""
+    """A model stage's outputs, as its flags name them."""
 
     checkpoint: Path
     model_card: Path
@@ -133,29 +285,24 @@ class Paths:
     metrics: Path
     timing: Path
     history: Path
+    steps: Path | None = None  # resnet18 only
 
     @classmethod
     def from_args(cls, args) -> Paths:
-        return cls(**{f: getattr(args, f) for f in cls.__dataclass_fields__})
+        return cls(**{f: getattr(args, f, None) for f in cls.__dataclass_fields__})
 
 
-def save_results(
-    paths: Paths,
-    *,
-    state: Mapping[str, torch.Tensor],
-    card: Mapping,
-    prob3: torch.Tensor,
-    metrics: Mapping[str, float],
-    history: Sequence[Mapping[str, object]],
-    timing: Mapping[str, float],
-    extra_predictions: Mapping[str, torch.Tensor] | None = None,
-) -> None:
-    """Write every output of a training stage, each one atomically; timing goes last."""
-    save_tensors(paths.checkpoint, state)
-    write_json(paths.model_card, card)
-    save_tensors(paths.predictions, {"prob3": prob3.float(), **(extra_predictions or {})})
-    write_json(paths.metrics, dict(metrics))
-    write_csv(paths.history, history)
+def save_results(paths: Paths, result: StageResult) -> None:
+    """Write every output of a model stage, each one atomically; timing goes last."""
+    save_tensors(paths.checkpoint, result.state)
+    write_json(paths.model_card, result.card)
+    save_tensors(paths.predictions, {k: v.float() if k == "prob3" else v
+                                     for k, v in result.predictions.items()})
+    write_json(paths.metrics, dict(result.metrics))
+    write_csv(paths.history, result.history)
+    if paths.steps is not None:
+        write_csv(paths.steps, result.steps)
     write_json(paths.timing, {k: round(v, 3) if isinstance(v, float) else v
-                              for k, v in timing.items()})
-    log.info("metrics: %s", ", ".join(f"{k}={v}" for k, v in metrics.items()))
+                              for k, v in result.timing.items()})
+    log.info("metrics: %s", ", ".join(f"{k}={v}" for k, v in result.metrics.items()))
+

@@ -1,8 +1,8 @@
 """Stage linear: the chapter's hand-written linear model, `linear1` trained with `BasicOptim`.
 
-weights [784, 1] and bias [1] start from `init_params` (torch.randn); each batch of 256 goes
-through `linear1(xb) = xb@weights + bias` and `mnist_loss`, and `BasicOptim` takes a plain SGD
-step (lr 1.0, 20 epochs, as in the book). Reads params sections `train` and `linear`.
+weights [784, 1] and bias [1] start from `init_params` (torch.randn); each batch goes through
+`linear1(xb) = xb@weights + bias` and `mnist_loss`, and `BasicOptim` takes a plain SGD step.
+Reads params sections `train` and `linear`.
 
     python stages/linear.py                # every path defaults to the pipeline's
     python stages/linear.py --params my_params.yaml --metrics /tmp/linear.json
@@ -10,9 +10,9 @@ step (lr 1.0, 20 epochs, as in the book). Reads params sections `train` and `lin
 
 from mnist_basics import cli
 from mnist_basics.data import load_sample
-from mnist_basics.models import LINEAR_ARCH, Linear1, fit, prepare, results
+from mnist_basics.models import INPUT, Linear1, fit, linear_arch, prepare
 from mnist_basics.params import load
-from mnist_basics.train import Clock, Paths, save_results, setup
+from mnist_basics.train import Clock, Paths, model_card, save_results, setup, trained_result
 
 
 def main() -> None:
@@ -25,8 +25,10 @@ def main() -> None:
     model = Linear1(device)
     run = fit(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, seed=train.seed,
               desc="linear")
-    save_results(Paths.from_args(args), **results(
-        "linear", model, run, data, arch=LINEAR_ARCH, params=params, clock=clock, device=device))
+    card = model_card("linear", arch=linear_arch(), input=INPUT, params=params)
+    save_results(Paths.from_args(args), trained_result(
+        run, state=model.state_dict(), card=card, valid_y=data.valid_y.squeeze(1), clock=clock,
+        device=device))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """Stage mlp: the chapter's `simple_net` (784-30-ReLU-1) trained with `mnist_loss` and `BasicOptim`.
 
 The same loss, optimizer and batching as stage `linear`. The book trains it with
-`fit(40, 0.1)`; params.yaml keeps its 40 epochs and batches of 256 but uses lr 0.2, which ends
-at or above the book's accuracy on every seed tried (see the comment there). Reads params
-sections `train` and `mlp`.
+`fit(40, 0.1)`; params.yaml sets the epochs, batch size, learning rate and hidden units.
+Reads params sections `train` and `mlp`.
 
     python stages/mlp.py                   # every path defaults to the pipeline's
     python stages/mlp.py --params my_params.yaml --metrics /tmp/mlp.json
@@ -11,9 +10,9 @@ sections `train` and `mlp`.
 
 from mnist_basics import cli
 from mnist_basics.data import load_sample
-from mnist_basics.models import fit, mlp_arch, prepare, results, simple_net
+from mnist_basics.models import INPUT, fit, mlp_arch, prepare, simple_net
 from mnist_basics.params import load
-from mnist_basics.train import Clock, Paths, save_results, setup
+from mnist_basics.train import Clock, Paths, model_card, save_results, setup, trained_result
 
 
 def main() -> None:
@@ -27,8 +26,9 @@ def main() -> None:
     model = simple_net(p.hidden).to(device)
     run = fit(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, seed=train.seed,
               desc="mlp")
-    save_results(Paths.from_args(args), **results(
-        "mlp", model, run, data, arch=mlp_arch(p.hidden), params=params, clock=clock,
+    card = model_card("mlp", arch=mlp_arch(p.hidden), input=INPUT, params=params)
+    save_results(Paths.from_args(args), trained_result(
+        run, state=model.state_dict(), card=card, valid_y=data.valid_y.squeeze(1), clock=clock,
         device=device))
 
 

@@ -12,7 +12,7 @@ import torch
 
 from mnist_basics import cli
 from mnist_basics.data import load_sample
-from mnist_basics.pixel_mean import results
+from mnist_basics.pixel_mean import pixel_mean_result
 from mnist_basics.train import Clock, Paths, save_results
 
 
@@ -21,7 +21,7 @@ def main() -> None:
     clock = Clock()
     torch.set_num_threads(cli.cpu_threads("pixel_mean"))
     sample = load_sample(args.tensors)
-    save_results(Paths.from_args(args), **results(sample, clock))
+    save_results(Paths.from_args(args), pixel_mean_result(sample, clock))
 
 
 if __name__ == "__main__":

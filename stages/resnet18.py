@@ -11,11 +11,10 @@ bfloat16 autocast on channels_last tensors. Besides the outputs every training s
 """
 
 from mnist_basics import cli
-from mnist_basics.artifacts import write_csv
 from mnist_basics.data import load_sample
 from mnist_basics.params import load
-from mnist_basics.resnet import fit_one_cycle, memory_format, prepare, resnet18, results
-from mnist_basics.train import Clock, Paths, save_results, setup
+from mnist_basics.resnet import ARCH, card_input, fit_one_cycle, memory_format, prepare, resnet18
+from mnist_basics.train import Clock, Paths, model_card, save_results, setup, trained_result
 
 
 def main() -> None:
@@ -31,9 +30,10 @@ def main() -> None:
                         pct_start=p.pct_start, weight_decay=p.weight_decay,
                         max_momentum=p.max_momentum, base_momentum=p.base_momentum,
                         bf16=p.bf16, seed=train.seed)
-    write_csv(args.steps, run.steps)
-    save_results(Paths.from_args(args), **results(model, run, data, params=params, clock=clock,
-                                                  device=device))
+    card = model_card("resnet18", arch=ARCH, input=card_input(data, p.bf16), params=params)
+    save_results(Paths.from_args(args), trained_result(
+        run, state=model.state_dict(), card=card, valid_y=data.valid_y, clock=clock,
+        device=device))
 
 
 if __name__ == "__main__":
