@@ -1,8 +1,9 @@
 """Every knob of the pipeline, validated: one pydantic model per `params.yaml` section.
 
 A stage loads only the sections it declares in `pipeline.py` (so DVC reruns it exactly when
-one of them changes) and validates them before it touches any output. A bad value fails
-with one line that names the key and what is allowed:
+one of them changes) and validates them before it touches any output. The values themselves
+live in params.yaml alone: these models hold types and bounds, and every key is required.
+A bad value fails with one line that names the key and what is allowed:
 
     params.yaml: mlp.lr: must be greater than 0 (got -1.0)
     params.yaml: train.device: must be one of 'auto', 'cpu', 'cuda' (got 'tpu')
@@ -34,39 +35,35 @@ Lr = Annotated[float, Field(gt=0, le=100)]
 class Data(Section):
     """Where the archive comes from and how it is checked (stage `download`)."""
 
-    url: Annotated[str, Field(pattern=r"^(https?|file)://")] = (
-        "https://s3.amazonaws.com/fast-ai-sample/mnist_sample.tgz"
-    )
-    md5: Hex32 = "2dbc7ec6f9259b583af0072c55816a88"  # fastai's official archive
-    content_digest: Hex64 = (  # sha256 over the extracted tree: accepts faithful re-packs
-        "29743d517671a15e07307cef44044a5fa335fcdafac6fcb3f1268f010df9b428"
-    )
-    max_members: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000  # the real one has 14,435
-    max_bytes: Annotated[int, Field(ge=1, le=10**10)] = 200_000_000  # extracted size cap
+    url: Annotated[str, Field(pattern=r"^(https?|file)://")]
+    md5: Hex32  # of the official archive
+    content_digest: Hex64  # sha256 over the extracted tree: accepts faithful re-packs
+    max_members: Annotated[int, Field(ge=1, le=1_000_000)]
+    max_bytes: Annotated[int, Field(ge=1, le=10**10)]  # the members' size once unpacked
 
 
 class Train(Section):
     """Shared by every training stage."""
 
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available, else cpu
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]
+    device: Literal["auto", "cpu", "cuda"]  # auto: cuda when available, else cpu
 
 
 class Linear(Section):
     """The chapter's hand-written linear model: `linear1` trained with `BasicOptim`."""
 
-    lr: Lr = 1.0
-    batch_size: PositiveInt = 256
-    epochs: PositiveInt = 20
+    lr: Lr
+    batch_size: PositiveInt
+    epochs: PositiveInt
 
 
 class Mlp(Section):
-    """`simple_net`: 784-30-ReLU-1, same loss and optimizer."""
+    """`simple_net`: 784-hidden-ReLU-1, same loss and optimizer."""
 
-    lr: Lr = 0.2  # the book's 0.1 lands just short of its own figure (see params.yaml)
-    batch_size: PositiveInt = 256
-    epochs: PositiveInt = 40
-    hidden: PositiveInt = 30
+    lr: Lr
+    batch_size: PositiveInt
+    epochs: PositiveInt
+    hidden: PositiveInt
 
 
 Momentum = Annotated[float, Field(ge=0, lt=1)]
@@ -75,16 +72,16 @@ Momentum = Annotated[float, Field(ge=0, lt=1)]
 class Resnet18(Section):
     """torchvision's resnet18 from scratch, one-cycle schedule (the book's fit_one_cycle)."""
 
-    lr: Lr = 0.05  # peak learning rate of the one-cycle schedule
-    epochs: PositiveInt = 1
+    lr: Lr  # peak learning rate of the one-cycle schedule
+    epochs: PositiveInt
     # The last partial batch of each epoch is dropped; batchnorm needs 2 images per batch.
-    batch_size: Annotated[int, Field(ge=2)] = 256
-    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.25  # fraction of steps spent warming up
-    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01  # conv and linear weights only
-    max_momentum: Momentum = 0.95  # SGD momentum at the start and end of the cycle,
-    base_momentum: Momentum = 0.85  # and at the peak lr (fastai's moms=(0.95, 0.85, 0.95))
-    channels_last: bool = True  # memory format for the convolutions
-    bf16: bool = True  # autocast matmuls and convolutions to bfloat16
+    batch_size: Annotated[int, Field(ge=2)]
+    pct_start: Annotated[float, Field(gt=0, lt=1)]  # fraction of steps spent warming up
+    weight_decay: Annotated[float, Field(ge=0, le=1)]  # conv and linear weights only
+    max_momentum: Momentum  # SGD momentum at the start and end of the cycle,
+    base_momentum: Momentum  # and at the peak lr
+    channels_last: bool  # memory format for the convolutions
+    bf16: bool  # autocast matmuls and convolutions to bfloat16
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -166,8 +163,3 @@ def load(path: str | Path, *names: str) -> dict[str, Section]:
             key = ".".join([name, *map(str, err["loc"])])
             raise _fail(path, f"{key}: {_describe(err)}") from None
     return out
-
-
-def defaults() -> dict:
-    """params.yaml as the defaults above would write it (used by tests and `make params`)."""
-    return {name: model().model_dump() for name, model in SECTIONS.items()}
