@@ -14,7 +14,10 @@ An archive is accepted when its md5 is `data.md5` (the official file) or when it
 have `data.content_digest` (see `content_digest`; this accepts faithful re-packs).
 
 The archive is read in memory and never extracted: the stack stage reads its PNGs straight
-from it, so DVC caches one file rather than 14,434. Every member is still vetted, because
+from it, so DVC caches one file rather than 14,434. What is written is a canonical re-pack
+of the verified files (`canonical_archive`): whichever faithful copy it came from, the
+official file or a re-pack, the output has the same bytes, so the md5 that dvc.lock records
+for it holds for everyone. Every member is still vetted, because
 the next stage trusts what this one accepted: regular files and folders only, all under
 `mnist_sample/`, no links, devices, absolute or `..` paths or duplicates, at most
 `data.max_members` entries and `data.max_bytes` bytes once unpacked, and the expected class
@@ -24,7 +27,9 @@ output untouched.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import logging
 import os
 import re
@@ -75,6 +80,27 @@ def content_digest(files: Mapping[str, bytes]) -> str:
     for rel in sorted(files):
         h.update(f"{hashlib.sha256(files[rel]).hexdigest()}  {rel}\n".encode())
     return h.hexdigest()
+
+
+def canonical_archive(files: Mapping[str, bytes]) -> bytes:
+    """The files as a .tgz whose bytes depend on their paths and contents alone.
+
+    Regular files only (tar makes the folders on extraction), sorted by path under
+    mnist_sample/, each mode 0644, owned by 0:0 with no user or group name, dated 1970; gzip
+    at a fixed level with no name and a zero timestamp in its header.
+    """
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in sorted(files):
+            info = tarfile.TarInfo(f"{TOP}/{rel}")
+            info.size, info.mode, info.mtime = len(files[rel]), 0o644, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(files[rel]))
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=6, mtime=0) as gz:
+        gz.write(tar_bytes.getvalue())
+    return out.getvalue()
 
 
 # -- Sources ---------------------------------------------------------------------------------
@@ -245,8 +271,15 @@ def check_layout(files: Mapping[str, bytes], name: str, knob: str = "the source"
     return counts
 
 
-def check_archive(blob: bytes, data: Data, name: str, knob: str) -> tuple[str, dict[str, int]]:
-    """(which check accepted it: 'md5' or 'content digest', PNGs per class); raises if none."""
+@dataclass(frozen=True)
+class Verified:
+    verified_by: str  # "md5" or "content digest"
+    counts: dict[str, int]  # PNGs per class folder
+    files: dict[str, bytes]  # every regular file, by its path under mnist_sample/
+
+
+def check_archive(blob: bytes, data: Data, name: str, knob: str) -> Verified:
+    """The archive's files, once it passes every check; raises on the first that fails."""
     if not blob:
         raise PipelineError(f"{name}: the archive is empty (0 bytes); fetch a fresh copy")
     _refuse_html(blob, name, knob)
@@ -255,10 +288,10 @@ def check_archive(blob: bytes, data: Data, name: str, knob: str) -> tuple[str, d
     counts = check_layout(files, name, knob)
     md5 = md5sum(blob)
     if md5 == data.md5:
-        return "md5", counts
+        return Verified("md5", counts, files)
     digest = content_digest(files)
     if digest == data.content_digest:
-        return "content digest", counts
+        return Verified("content digest", counts, files)
     raise PipelineError(
         f"{name}: checksum mismatch: md5 {md5} is not data.md5 and content digest "
         f"{digest} is not data.content_digest; fetch a fresh copy (or, if the data really "
@@ -311,15 +344,16 @@ def _read_local(source: Source, max_bytes: int) -> tuple[str, bytes]:
 def _install(source: Source, out: Path, data: Data) -> Downloaded:
     if source.is_http:
         name = source.location
-        with atomic_path(out) as tmp:  # only a verified archive replaces the output
+        with atomic_path(out) as tmp:  # the download's own bytes never reach `out`
             fetch(source, tmp, data.max_bytes)
-            verified_by, counts = check_archive(tmp.read_bytes(), data, name, source.knob)
+            checked = check_archive(tmp.read_bytes(), data, name, source.knob)
+            tmp.write_bytes(canonical_archive(checked.files))
     else:
         name, blob = _read_local(source, data.max_bytes)
-        verified_by, counts = check_archive(blob, data, name, source.knob)
+        checked = check_archive(blob, data, name, source.knob)
         with atomic_path(out) as tmp:
-            tmp.write_bytes(blob)
-    return Downloaded(source.location, verified_by, counts)
+            tmp.write_bytes(canonical_archive(checked.files))
+    return Downloaded(source.location, checked.verified_by, checked.counts)
 
 
 def download(data: Data, out: str | Path) -> Downloaded:
