@@ -1,12 +1,15 @@
-"""The pipeline's one definition: every stage, its command, inputs, params and outputs.
+"""The pipeline's one definition: every stage, its script, inputs, params and outputs.
 
 Both engines read this list and nothing else:
 - `dvc.yaml` is generated from it (`make dvc.yaml`, i.e. `python -m mnist_basics.pipeline`),
   committed, and checked to be current by `tests/test_engines.py`;
-- the `Snakefile` builds one rule per stage from it.
+- the `Snakefile` builds one rule per stage from it (`mnist_basics/bridge.py` keeps the two
+  engines in one state).
 
-Every path a stage reads or writes is named once here and reaches the stage script as a
-command-line flag, so a stage never hard-codes where its data lives.
+Every path a stage reads or writes is named once here. It reaches the stage script as the
+default of a command-line flag (`python stages/mlp.py --help` lists them), so a stage's
+command is just `python stages/<name>.py`, and a test points any path elsewhere with
+`Stage.argv`.
 
 Run `python -m mnist_basics.pipeline --check` to verify that dvc.yaml matches.
 """
@@ -25,8 +28,8 @@ DVC_YAML = ROOT / "dvc.yaml"
 PARAMS = "params.yaml"
 
 # -- Artifacts -------------------------------------------------------------------------------
-# The verified archive, kept whole: the stack stage reads its PNGs without extracting them,
-# so DVC caches one file instead of 14,434.
+# The verified archive, kept whole and re-packed canonically: the stack stage reads its PNGs
+# without extracting them, and any faithful copy of the source gives the same bytes.
 ARCHIVE = "data/mnist_sample.tgz"
 TENSORS = "data/mnist_sample.safetensors"  # train_x, train_y, valid_x, valid_y (uint8)
 COUNTS = "data/counts.json"  # images per split and class
@@ -50,21 +53,27 @@ def predictions(name: str) -> str:
 
 
 def metrics(name: str) -> str:
+    """Results only (accuracies, losses): equal params give equal bytes."""
     return f"metrics/{name}.json"
 
 
 def history(name: str) -> str:
+    """One row per epoch, results only, like the metrics."""
     return f"metrics/{name}_history.csv"
 
 
 def timing(name: str) -> str:
-    """Wall-clock figures live apart from metrics so that reruns stay byte-identical."""
+    """Wall-clock figures: the one file of a stage that differs between two identical runs."""
     return f"metrics/{name}_timing.json"
 
 
 STEPS = "metrics/resnet18_steps.csv"  # per-step loss and learning rate of the one-cycle run
 REPORT = "reports/index.html"
 ACCURACY_CSV = "reports/accuracy.csv"
+
+# Outputs that hold this run's wall-clock figures (the page shows when it was written and the
+# seconds): the only outputs that two runs with the same params and code write differently.
+WALL_CLOCK = (*(timing(m) for m in METHODS), REPORT)
 
 # The shared code each stage imports; editing a module reruns exactly the stages listed here.
 # tests/test_engines.py checks the lists against what each stage script really imports.
@@ -75,7 +84,7 @@ CORE = [
     "mnist_basics/pipeline.py",
 ]
 PARAMS_CODE = "mnist_basics/params.py"
-TRAINING = [*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/train.py"]
+TRAINING = [*CORE, "mnist_basics/compat.py", "mnist_basics/data.py", "mnist_basics/train.py"]
 MODEL_CODE = {  # the module that holds each method
     "pixel_mean": "mnist_basics/pixel_mean.py",
     "linear": "mnist_basics/models.py",
@@ -86,7 +95,7 @@ MODEL_CODE = {  # the module that holds each method
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage: `python stages/<name>.py` with a flag per input and output path."""
+    """One stage: `python stages/<name>.py`, each path the default of one of its flags."""
 
     name: str
     inputs: dict[str, str] = field(default_factory=dict)  # flag -> path read
@@ -108,23 +117,40 @@ class Stage:
         return [self.script, *self.code, *self.inputs.values()]
 
     @property
+    def files(self) -> dict[str, str]:
+        """flag -> path for everything the stage reads and writes."""
+        return {**self.inputs, **self.outputs, **self.metrics, **self.plots}
+
+    @property
     def all_outputs(self) -> list[str]:
         return [*self.outputs.values(), *self.metrics.values(), *self.plots.values()]
 
     @property
     def cmd(self) -> str:
-        flags = {**self.inputs, **self.outputs, **self.metrics, **self.plots}
-        parts = ["python", self.script]
-        if self.params:
-            parts += ["--params", PARAMS]
-        for flag, path in flags.items():
-            parts += [f"--{flag.replace('_', '-')}", path]
-        return " ".join(parts)
+        """The command both engines run: every path is the flag's default."""
+        return f"python {self.script}"
+
+    def argv(self, *, python: str = sys.executable, root: str | Path = ROOT,
+             under: str | Path | None = None, params: str | Path | None = None,
+             **paths: str | Path) -> list[str]:
+        """The command with explicit paths, for tests and benchmarks: the script under `root`,
+        `paths` by flag name, every other path `under` a folder, another params file."""
+        out = [python, str(Path(root) / self.script)]
+        if params is not None:
+            out += ["--params", str(params)]
+        for flag, path in self.files.items():
+            if flag in paths:
+                path = paths[flag]
+            elif under is not None:
+                path = Path(under) / path
+            else:
+                continue
+            out += [f"--{flag.replace('_', '-')}", str(path)]
+        return out
 
 
 def _method_stage(name: str, *, extra_plots: dict[str, str] | None = None) -> Stage:
     trains = name in TRAINED
-    plots = {"history": history(name), **(extra_plots or {})}
     axes = {history(name): ("epoch", "valid_accuracy")}
     if name == "resnet18":
         axes[STEPS] = ("step", "lr")
@@ -135,11 +161,11 @@ def _method_stage(name: str, *, extra_plots: dict[str, str] | None = None) -> St
             "checkpoint": checkpoint(name),
             "model_card": model_card(name),
             "predictions": predictions(name),
+            "timing": timing(name),
         },
-        metrics={"metrics": metrics(name), "timing": timing(name)},
-        plots=plots,
-        code=[*(TRAINING if trains else [c for c in TRAINING if c != PARAMS_CODE]),
-              MODEL_CODE[name]],
+        metrics={"metrics": metrics(name)},
+        plots={"history": history(name), **(extra_plots or {})},
+        code=[*TRAINING, *([PARAMS_CODE] if trains else []), MODEL_CODE[name]],
         params=["train", name] if trains else [],
         gpu=trains,
         # The small models run fastest on one thread; resnet18 uses every core it is given.
@@ -148,35 +174,37 @@ def _method_stage(name: str, *, extra_plots: dict[str, str] | None = None) -> St
     )
 
 
+_DOWNLOAD = Stage(
+    name="download",
+    outputs={"out": ARCHIVE},
+    code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/download.py"],
+    params=["data"],
+)
+_STACK = Stage(
+    name="stack",
+    inputs={"archive": ARCHIVE},
+    outputs={"tensors": TENSORS, "counts": COUNTS},
+    code=[*CORE, "mnist_basics/data.py"],
+)
+_METHODS = [_method_stage("pixel_mean"), _method_stage("linear"), _method_stage("mlp"),
+            _method_stage("resnet18", extra_plots={"steps": STEPS})]
+
+
+def report_flag(stage: str, flag: str) -> str:
+    """The report's flag for another stage's output: `--mlp-metrics`, `--stack-tensors`."""
+    return f"{stage}_{flag}"
+
+
 STAGES: list[Stage] = [
-    Stage(
-        name="download",
-        outputs={"out": ARCHIVE},
-        code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/download.py"],
-        params=["data"],
-    ),
-    Stage(
-        name="stack",
-        inputs={"archive": ARCHIVE},
-        outputs={"tensors": TENSORS, "counts": COUNTS},
-        code=[*CORE, "mnist_basics/data.py"],
-    ),
-    _method_stage("pixel_mean"),
-    _method_stage("linear"),
-    _method_stage("mlp"),
-    _method_stage("resnet18", extra_plots={"steps": STEPS}),
+    _DOWNLOAD,
+    _STACK,
+    *_METHODS,
     Stage(
         name="report",
-        inputs={
-            "counts": COUNTS,
-            "tensors": TENSORS,
-            **{f"{m}_checkpoint": checkpoint(m) for m in ("pixel_mean", "linear", "mlp")},
-            **{f"{m}_predictions": predictions(m) for m in METHODS},
-            **{f"{m}_metrics": metrics(m) for m in METHODS},
-            **{f"{m}_history": history(m) for m in METHODS},
-            **{f"{m}_timing": timing(m) for m in METHODS},
-            "resnet18_steps": STEPS,
-        },
+        # Every output of every stage: the page hashes each file it lists, so its
+        # reproducibility table is this run's under either engine.
+        inputs={report_flag(s.name, flag): path for s in (_DOWNLOAD, _STACK, *_METHODS)
+                for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
         outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
         code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
               "mnist_basics/templates/report.html.j2"],
@@ -211,7 +239,8 @@ def dvc_stages() -> dict:
 
 HEADER = """\
 # GENERATED from mnist_basics/pipeline.py by `make dvc.yaml`: edit that file, not this one.
-# The Snakefile builds its rules from the same definition.
+# The Snakefile builds its rules from the same definition. Each stage's paths are its
+# script's defaults (`python stages/<stage>.py --help`).
 """
 
 
