@@ -17,6 +17,7 @@ import argparse
 import base64
 import csv
 import datetime as dt
+import hashlib
 import importlib.metadata
 import io
 import math
@@ -32,7 +33,7 @@ from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
 from mnist_basics.cli import parser as stage_parser
 from mnist_basics.data import CLASSES, LABEL, SIZE, SPLITS
-from mnist_basics.pipeline import METHODS
+from mnist_basics.pipeline import METHODS, STAGES, WALL_CLOCK, report_flag
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,49 +79,38 @@ RERUN = ("snakemake --cores 4 --resources gpu=1", "dvc repro", "dvc exp run -S m
 
 # -- Inputs ----------------------------------------------------------------------------------
 def parser(description: str | None) -> argparse.ArgumentParser:
-    """The stage's flags from pipeline.py, plus dvc.lock: read when there, never a dependency
-    (DVC rewrites it after every stage, the report included)."""
-    ap = stage_parser("report", description)
-    ap.add_argument("--dvc-lock", type=Path, default=Path("dvc.lock"), metavar="PATH",
-                    help="read for the artifact hashes, if it exists (default: %(default)s)")
-    return ap
+    return stage_parser("report", description)
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """Every path the report reads, as the stage's flags name them."""
+    """Every path the report reads: each output of every other stage, by stage and flag."""
 
     params: Path
-    counts: Path
-    tensors: Path
-    checkpoint: dict[str, Path]  # pixel_mean, linear, mlp (resnet18's weights draw nothing)
-    predictions: dict[str, Path]  # every method
-    metrics: dict[str, Path]
-    history: dict[str, Path]
-    timing: dict[str, Path]
-    resnet18_steps: Path
-    dvc_lock: Path = Path("dvc.lock")
+    files: dict[str, dict[str, Path]]  # stage -> flag -> path
 
     @classmethod
     def from_args(cls, args) -> Inputs:
-        def per_method(kind: str) -> dict[str, Path]:
-            # Not every method has every kind: resnet18's checkpoint is no input here.
-            return {m: getattr(args, f"{m}_{kind}") for m in METHODS
-                    if hasattr(args, f"{m}_{kind}")}
+        files = {s.name: {flag: getattr(args, report_flag(s.name, flag))
+                          for flag in {**s.outputs, **s.metrics, **s.plots}}
+                 for s in STAGES if s.name != "report"}
+        return cls(params=args.params, files=files)
 
-        return cls(
-            params=args.params, counts=args.counts, tensors=args.tensors,
-            checkpoint=per_method("checkpoint"), predictions=per_method("predictions"),
-            metrics=per_method("metrics"), history=per_method("history"),
-            timing=per_method("timing"), resnet18_steps=args.resnet18_steps,
-            dvc_lock=args.dvc_lock,
-        )
+    @property
+    def counts(self) -> Path:
+        return self.files["stack"]["counts"]
+
+    @property
+    def tensors(self) -> Path:
+        return self.files["stack"]["tensors"]
+
+    def kind(self, flag: str) -> dict[str, Path]:
+        """One kind of output (`metrics`, `history`, ...) of every method that writes it."""
+        return {m: self.files[m][flag] for m in METHODS if flag in self.files[m]}
 
     def of(self, method: str) -> list[Path]:
-        """The files a method's stage writes that the report reads."""
-        kinds = (self.checkpoint, self.predictions, self.metrics, self.history, self.timing)
-        paths = [k[method] for k in kinds if method in k]
-        return paths + ([self.resnet18_steps] if method == "resnet18" else [])
+        """The files a method's stage writes."""
+        return list(self.files[method].values())
 
 
 def read_arrays(path: Path, needs: set[str], stage: str) -> dict[str, np.ndarray]:
@@ -175,27 +165,27 @@ def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
         run.counts = read_counts(inputs.counts)
     if inputs.tensors.exists():
         run.tensors = read_arrays(inputs.tensors, NEEDS["tensors"], "stack")
-    for kind, paths, into in [("checkpoint", inputs.checkpoint, run.checkpoint),
-                              ("predictions", inputs.predictions, run.predictions)]:
-        for method, path in paths.items():
-            if path.exists():
-                needs = NEEDS[kind].get(method, {"prob3"} if kind == "predictions" else set())
+    for kind, into in [("checkpoint", run.checkpoint), ("predictions", run.predictions)]:
+        for method, path in inputs.kind(kind).items():
+            needs = NEEDS[kind].get(method, {"prob3"} if kind == "predictions" else None)
+            if needs is not None and path.exists():  # resnet18's weights draw nothing
                 into[method] = read_arrays(path, needs, method)
-    for paths, into, read in [(inputs.metrics, run.metrics, read_json),
-                              (inputs.history, run.history, read_rows),
-                              (inputs.timing, run.timing, read_json)]:
-        for method, path in paths.items():
+    for kind, into, read in [("metrics", run.metrics, read_json),
+                             ("history", run.history, read_rows),
+                             ("timing", run.timing, read_json)]:
+        for method, path in inputs.kind(kind).items():
             if path.exists():
                 into[method] = read(path)
-    if inputs.resnet18_steps.exists():
-        run.steps = read_rows(inputs.resnet18_steps)
+    steps = inputs.files["resnet18"]["steps"]
+    if steps.exists():
+        run.steps = read_rows(steps)
     if run.tensors is not None:
         n = len(run.tensors["valid_y"])
         for method, p in run.predictions.items():
             if len(p["prob3"]) != n:
                 raise PipelineError(
-                    f"{inputs.predictions[method]}: prob3 holds {len(p['prob3'])} digits but "
-                    f"{inputs.tensors} has {n} validation digits; rerun the {method} stage")
+                    f"{inputs.kind('predictions')[method]}: prob3 holds {len(p['prob3'])} "
+                    f"digits but {inputs.tensors} has {n} validation digits; rerun the {method} stage")
     return run
 
 
@@ -214,13 +204,17 @@ def key_params(method: str, params: Mapping[str, dict]) -> str:
             f"weight decay {p['weight_decay']}" + (", bf16" if p["bf16"] else ""))
 
 
+def row_source(key: str) -> tuple[str, str]:
+    """A row of the accuracy table -> (the method that wrote it, its keys' prefix in metrics)."""
+    return ("pixel_mean", "rmse_") if key == "pixel_mean_rmse" else (key, "")
+
+
 def accuracy_rows(run: Run) -> list[dict[str, object]]:
-    """One row per method, the page's table and accuracy.csv alike; None where not known."""
+    """One row per method, results only (accuracy.csv); None where not known."""
     rows = []
     for key, title in TITLES.items():
-        method = "pixel_mean" if key.startswith("pixel_mean") else key
-        prefix = "rmse_" if key == "pixel_mean_rmse" else ""
-        m, t = run.metrics.get(method), run.timing.get(method, {})
+        method, prefix = row_source(key)
+        m = run.metrics.get(method)
         acc = m.get(f"{prefix}accuracy") if m else None
         book = BOOK[key]
         rows.append({
@@ -230,11 +224,19 @@ def accuracy_rows(run: Run) -> list[dict[str, object]]:
             "accuracy_7": m.get(f"{prefix}accuracy_7") if m else None,
             "book_accuracy": book,
             "difference": round(acc - book, 6) if acc is not None and book else None,
-            "train_seconds": t.get("train_seconds"),
-            "images_per_second": t.get("images_per_second"),
             "params": key_params(key, run.params),
         })
     return rows
+
+
+def accuracy_table(run: Run) -> list[dict[str, object]]:
+    """The page's table: accuracy.csv's rows, and each method's training seconds beside."""
+    out = []
+    for key, row in zip(TITLES, accuracy_rows(run), strict=True):
+        t = run.timing.get(row_source(key)[0], {})
+        out.append({**row, "train_seconds": t.get("train_seconds"),
+                    "images_per_second": t.get("images_per_second")})
+    return out
 
 
 # -- Figures ---------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ def history_chart(method: str, rows: Sequence[Mapping], book: float | None) -> F
     acc.set(title=f"{method}: validation accuracy per epoch", xlabel="epoch",
             ylabel="accuracy")
     acc.legend(loc="lower right")
-    _whole_epochs(loss, acc)
+    _whole_epochs(len(rows), loss, acc)
     last = rows[-1]
     alt = (f"Two line charts for {method} over {len(rows)} epochs: training loss ends at "
            f"{_fmt(last['train_loss'])} and validation loss at {_fmt(last['valid_loss'])}; "
@@ -324,11 +326,17 @@ def history_chart(method: str, rows: Sequence[Mapping], book: float | None) -> F
     return _chart(fig, alt)
 
 
-def _whole_epochs(*axes) -> None:
+def _whole_epochs(epochs: int, *axes) -> None:
+    """Epochs as whole numbers on the x-axis. One tick per epoch up to 10: with fewer than two
+    whole numbers in view (one epoch), MaxNLocator falls back to fractional ticks."""
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, epochs + 0.5)
+        if epochs <= 10:
+            ax.set_xticks(range(1, epochs + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _fmt(v: float | None, places: int = 4) -> str:
@@ -411,7 +419,7 @@ def resnet18_chart(steps: Sequence[Mapping] | None, rows: Sequence[Mapping] | No
     acc.axhline(BOOK["resnet18"], color="grey", linestyle="--", label=f"book ({BOOK['resnet18']})")
     acc.set(title="resnet18: validation accuracy", xlabel="epoch", ylabel="accuracy")
     acc.legend(loc="lower right")
-    _whole_epochs(acc)
+    _whole_epochs(len(rows or [None]), acc)
     peak = max((s["lr"] for s in steps), default=0) if steps else 0
     alt = (f"Three charts for resnet18: training loss over {len(steps or [])} steps; the "
            f"learning rate rising to {peak:g} and annealing back down (one cycle); and "
@@ -541,7 +549,7 @@ def mistakes_section(run: Run) -> list[dict]:
                       "stage": method if method not in run.predictions else "stack"}
         pred = run.predictions.get(method)
         if pred is None or run.tensors is None:
-            item["missing"] = [str(p) for p in (run.inputs.predictions[method],
+            item["missing"] = [str(p) for p in (run.inputs.kind("predictions")[method],
                                                 run.inputs.tensors) if not p.exists()]
         else:
             v = run.tensors
@@ -551,22 +559,48 @@ def mistakes_section(run: Run) -> list[dict]:
 
 
 def git_state(cwd: Path) -> dict[str, object]:
-    """The commit and whether tracked files differ from it; "unknown" without git."""
+    """The commit, and the tracked files that differ from it: those the user edited, apart
+    from those that only hold this run's wall-clock figures. "unknown" without git."""
     def git(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
                                   timeout=20, check=True)
         except (OSError, subprocess.SubprocessError):
             return None
-        return done.stdout.strip()
+        return done.stdout
 
-    commit = git("rev-parse", "HEAD")
+    commit = (git("rev-parse", "HEAD") or "").strip()
     changed = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {
-        "commit": commit or "unknown",
-        "dirty": "unknown" if changed is None else ("yes" if changed else "no"),
-        "changed": len(changed.splitlines()) if changed else 0,
-    }
+    if changed is None:
+        return {"commit": commit or "unknown", "dirty": "unknown", "edited": [],
+                "wall_clock": []}
+    paths = [line[3:].split(" -> ")[-1] for line in changed.splitlines()]
+    wall = [p for p in paths if p in WALL_CLOCK
+            or (p == "dvc.lock" and _lock_differs_only_in_wall_clock(git, cwd))]
+    edited = [p for p in paths if p not in wall]
+    return {"commit": commit, "dirty": "yes" if edited else "no", "edited": edited,
+            "wall_clock": wall}
+
+
+def _without_wall_clock(lock: object) -> object:
+    """dvc.lock with the hashes of wall-clock files blanked, wherever they appear."""
+    if isinstance(lock, dict):
+        if lock.get("path") in WALL_CLOCK:
+            return {"path": lock["path"]}
+        return {k: _without_wall_clock(v) for k, v in lock.items()}
+    if isinstance(lock, list):
+        return [_without_wall_clock(v) for v in lock]
+    return lock
+
+
+def _lock_differs_only_in_wall_clock(git, cwd: Path) -> bool:
+    committed = git("show", "HEAD:dvc.lock")
+    try:
+        now = (cwd / "dvc.lock").read_text()
+        return committed is not None and (_without_wall_clock(yaml.safe_load(committed))
+                                          == _without_wall_clock(yaml.safe_load(now)))
+    except (OSError, yaml.YAMLError):
+        return False
 
 
 def versions() -> dict[str, str]:
@@ -590,18 +624,26 @@ def wall_times(run: Run) -> dict:
     return {"rows": rows, "total": sum(timed) if timed else None}
 
 
-def lock_hashes(path: Path) -> dict:
-    """The outputs dvc.lock records, stage by stage: path, md5, size."""
-    if not path.exists():
-        return {"path": str(path), "stages": None, "problem": None}
-    try:
-        lock = yaml.safe_load(path.read_text()) or {}
-        stages = [{"stage": name, "outs": [{"path": o["path"], "md5": o.get("md5", ""),
-                                            "size": o.get("size")} for o in s.get("outs", [])]}
-                  for name, s in lock.get("stages", {}).items()]
-    except (yaml.YAMLError, AttributeError, KeyError, TypeError) as e:
-        return {"path": str(path), "stages": None, "problem": f"unreadable ({e})"}
-    return {"path": str(path), "stages": stages, "problem": None}
+def md5_of(path: Path) -> str:
+    """The file's md5, as DVC records it in dvc.lock (`hash: md5`)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(inputs: Inputs) -> list[dict]:
+    """Every file this page was made from, stage by stage: path, md5, bytes (None if absent)."""
+    rows = []
+    for stage, files in inputs.files.items():
+        for path in files.values():
+            there = path.exists()
+            rows.append({"stage": stage, "path": str(path),
+                         "md5": md5_of(path) if there else None,
+                         "size": path.stat().st_size if there else None,
+                         "wall_clock": str(path) in WALL_CLOCK})
+    return rows
 
 
 def build(run: Run, *, now: dt.datetime | None = None, cwd: Path | None = None) -> dict:
@@ -615,7 +657,7 @@ def build(run: Run, *, now: dt.datetime | None = None, cwd: Path | None = None) 
         "params": run.params,
         "params_path": str(run.inputs.params),
         "wall": wall_times(run),
-        "accuracy": accuracy_rows(run),
+        "accuracy": accuracy_table(run),
         "n_valid": len(run.tensors["valid_y"]) if run.tensors is not None else None,
         "data": data_section(run),
         "pixel": pixel_section(run),
@@ -623,7 +665,7 @@ def build(run: Run, *, now: dt.datetime | None = None, cwd: Path | None = None) 
         "mlp": model_section(run, "mlp"),
         "resnet18": resnet18_section(run),
         "mistakes": mistakes_section(run),
-        "lock": lock_hashes(run.inputs.dvc_lock),
+        "hashes": file_hashes(run.inputs),
         "rerun": RERUN,
     }
 
