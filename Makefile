@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run repro test test-fast lint bench browser dvc.yaml clean lock
+.PHONY: help venv run repro test test-fast lint bench browser dvc.yaml readme clean lock
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,15 +36,19 @@ test: $(STAMP) browser  ## run every test, slow ones included
 test-fast: $(STAMP)  ## run the tests that take seconds
 	pytest -m "not slow and not browser"
 
-lint: $(STAMP)  ## ruff, and check that dvc.yaml matches the pipeline definition
+lint: $(STAMP)  ## ruff, and check that dvc.yaml and the README's tables are current
 	ruff check .
 	python -m mnist_basics.pipeline --check
+	python -m mnist_basics.readme --check
 
 dvc.yaml: $(STAMP)  ## regenerate dvc.yaml from mnist_basics/pipeline.py
 	python -m mnist_basics.pipeline
 
 bench: $(STAMP)  ## time the pipeline; writes bench/results.json
 	python bench/run.py
+
+readme: $(STAMP)  ## regenerate the README's results and performance tables
+	python -m mnist_basics.readme
 
 lock:  ## re-pin requirements.txt from pyproject.toml (in a scratch venv)
 	rm -rf /tmp/mnist-basics-lock && python3 -m venv /tmp/mnist-basics-lock
@@ -54,4 +58,4 @@ lock:  ## re-pin requirements.txt from pyproject.toml (in a scratch venv)
 
 clean:  ## remove the pipeline's outputs (DVC's cache keeps them)
 	rm -rf data/mnist_sample.tgz data/*.safetensors data/counts.json models metrics/*.json \
-	  metrics/*.csv reports/index.html reports/accuracy.csv logs benchmarks .snakemake
+	  metrics/*.csv reports/index.html reports/accuracy.csv logs .snakemake
