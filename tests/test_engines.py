@@ -1,22 +1,29 @@
-"""Two engines, one definition: Snakemake and DVC see the same stages and share one state."""
+"""Two engines, one definition: Snakemake and DVC see the same stages and share one state.
+
+Every test that runs an engine runs it in a copy of the project (tests/harness.py), never in
+the checkout.
+"""
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import re
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mnist_basics.pipeline import BY_NAME, STAGES, render_dvc_yaml
-from tests.conftest import (
-    OUTPUT_DIRS,
+from mnist_basics import bridge
+from mnist_basics.pipeline import BY_NAME, PARAMS, STAGES, WALL_CLOCK, render_dvc_yaml
+from tests.harness import (
     ROOT,
     SNAKEMAKE,
+    clean_outputs,
     dvc_changed,
+    make_project,
+    ran,
     set_params,
     sh,
     snakemake_plan,
@@ -27,13 +34,25 @@ from tests.conftest import (
 
 def test_committed_dvc_yaml_is_generated_from_the_definition():
     assert (ROOT / "dvc.yaml").read_text() == render_dvc_yaml()
-    assert sh(sys.executable, "-m", "mnist_basics.pipeline", "--check").returncode == 0
+    assert sh("python", "-m", "mnist_basics.pipeline", "--check").returncode == 0
 
 
-def snakemake_view(cwd=ROOT) -> dict[str, dict]:
+def test_every_command_is_just_the_script():
+    """dvc.yaml reads at a glance: each path is the script's default, listed once in deps/outs."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {name: d["cmd"] for name, d in dvc.items()} == {
+        s.name: f"python stages/{s.name}.py" for s in STAGES}
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory) -> Path:
+    """A copy of the project with the committed dvc.lock, for plans that run nothing."""
+    return make_project(tmp_path_factory.mktemp("view") / "proj", lock=True)
+
+
+def snakemake_view(cwd: Path) -> dict[str, dict]:
     """Every job of a forced dry run, as Snakemake prints it: input, output, shell command."""
-    out = sh("snakemake", "--forceall", "--dry-run", "--printshellcmds", "--cores", "4",
-             "--resources", "gpu=1", cwd=cwd).stdout
+    out = sh(*SNAKEMAKE, "--forceall", "--dry-run", "--printshellcmds", cwd=cwd).stdout
     jobs: dict[str, dict] = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", out):
         m = re.match(r"(?:local)?rule (\w+):\n", block)
@@ -45,13 +64,12 @@ def snakemake_view(cwd=ROOT) -> dict[str, dict]:
             "input": fields.get("input", "").split(", ") if fields.get("input") else [],
             "output": fields.get("output", "").split(", ") if fields.get("output") else [],
             "shell": shell.group(1) if shell else None,
-            "log": fields.get("log"),
             "resources": fields.get("resources", ""),
         }
     return jobs
 
 
-def dvc_view(cwd=ROOT) -> dict[str, dict]:
+def dvc_view(cwd: Path) -> dict[str, dict]:
     """Every stage as DVC itself resolves dvc.yaml."""
     from dvc.repo import Repo
 
@@ -67,15 +85,14 @@ def dvc_view(cwd=ROOT) -> dict[str, dict]:
         }
 
 
-def test_both_engines_see_the_same_dag():
-    snake, dvc = snakemake_view(), dvc_view()
+def test_both_engines_see_the_same_dag(copy):
+    snake, dvc = snakemake_view(copy), dvc_view(copy)
     assert set(snake) - {"all"} == set(dvc) == {s.name for s in STAGES}
     for name, d in dvc.items():
         j = snake[name]
         assert j["shell"] == f"{d['cmd']} > logs/{name}.log 2>&1", name  # the log is Snakemake's
-        params_stamp = [p for p in j["input"] if p.startswith(".snakemake/params/")]
-        assert [p for p in j["input"] if p not in params_stamp] == d["deps"], name
-        assert params_stamp == ([f".snakemake/params/{name}.yaml"] if d["params"] else []), name
+        # With the committed dvc.lock every stage's params are as recorded: no params input.
+        assert j["input"] == d["deps"], name
         assert j["output"] == d["outs"], name
         assert ("gpu=1" in j["resources"]) == BY_NAME[name].gpu, name
         assert d["params"] == sorted(BY_NAME[name].params), name
@@ -83,17 +100,26 @@ def test_both_engines_see_the_same_dag():
     assert set(snake["all"]["input"]) == {o for d in dvc.values() for o in d["outs"]}
 
 
-def test_params_stamps_hold_exactly_the_declared_sections():
-    snakemake_view()
+def test_a_stage_whose_params_differ_from_dvc_lock_reads_params_yaml_too(tmp_path):
+    proj = make_project(tmp_path / "proj", lock=True, params={"linear": {"epochs": 7}})
+    snake = snakemake_view(proj)
+    with_params = {name for name, j in snake.items() if PARAMS in j["input"]}
+    assert with_params == {"linear", "report"}  # exactly the stages that read section linear
+
+
+def test_params_changed_is_per_section():
     committed = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for s in STAGES:
-        if s.params:
-            stamp = yaml.safe_load((ROOT / f".snakemake/params/{s.name}.yaml").read_text())
-            assert stamp == {k: committed[k] for k in s.params}
+    lock = {s.name: {"params": {PARAMS: bridge.params_of(s, committed)}} for s in STAGES}
+    assert [s.name for s in STAGES if bridge.params_changed(s, committed, lock)] == []
+    edited = {**committed, "mlp": {**committed["mlp"], "lr": 0.05}}
+    assert [s.name for s in STAGES if bridge.params_changed(s, edited, lock)] == ["mlp", "report"]
+    # Nothing recorded yet: every stage that reads params is out of date.
+    assert [s.name for s in STAGES if bridge.params_changed(s, committed, {})] == [
+        s.name for s in STAGES if s.params]
 
 
-def test_snakemake_lint_passes():
-    r = sh("snakemake", "--lint", check=False)
+def test_snakemake_lint_passes(copy):
+    r = sh("snakemake", "--lint", cwd=copy, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -132,33 +158,78 @@ def test_code_deps_are_exactly_what_the_stage_imports(stage):
     assert seen == declared
 
 
+# -- Reading the workflow writes nothing -------------------------------------------------------
+
+# Snakemake's own bookkeeping in its state folder: a log of each invocation, its lock folder,
+# and the cache of file facts a dry run keeps for `--trust-io-cache`. Anything else is ours.
+SNAKEMAKE_BOOKKEEPING = re.compile(r"^\.snakemake/(log|locks|iocache)(/|$)")
+
+
+def tree(proj: Path) -> dict[str, str]:
+    """Every file under proj but .git: relative path -> md5 (and a folder's presence)."""
+    out = {}
+    for p in sorted(proj.rglob("*")):
+        rel = p.relative_to(proj).as_posix()
+        if rel == ".git" or rel.startswith(".git/"):
+            continue
+        out[rel] = hashlib.md5(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+    return out
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(p for p in before.keys() | after.keys()
+                  if before.get(p) != after.get(p) and not SNAKEMAKE_BOOKKEEPING.match(p))
+
+
+@pytest.mark.slow
+def test_dry_run_lint_and_report_leave_the_tree_as_it_was(project, tmp_path):
+    sh(*SNAKEMAKE, cwd=project)  # logs, outputs, dvc.lock: everything a parse used to touch
+    set_params(project, mlp={"lr": 0.05})  # and a stage out of date, so the plan is not empty
+    for cmd in (("snakemake", "-n"), ("snakemake", "--lint"),
+                ("snakemake", "--report", str(tmp_path / "report.html"))):
+        before = tree(project)
+        r = sh(*cmd, cwd=project, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert changed(before, tree(project)) == [], cmd
+    assert (tmp_path / "report.html").stat().st_size > 100_000
+
+
 # -- One state --------------------------------------------------------------------------------
 
-def snakemake(proj, *args):
-    return sh(*SNAKEMAKE, *args, cwd=proj)
+def page_hashes(proj: Path) -> dict[str, str]:
+    """The Reproducibility table of the report: file -> md5 as the page lists it."""
+    html = (proj / "reports/index.html").read_text()
+    table = html[html.index('<table id="hashes">'):]
+    table = table[:table.index("</table>")]
+    return dict(re.findall(r"<td><code>([^<]+)</code>.*?</td><td><code>([0-9a-f]{32})</code>",
+                           table))
 
 
-def clean_outputs(proj):
-    for d in (*OUTPUT_DIRS, ".snakemake", "logs", "benchmarks"):
-        shutil.rmtree(proj / d, ignore_errors=True)
-    for f in ("reports/index.html", "reports/accuracy.csv"):
-        (proj / f).unlink(missing_ok=True)
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.slow
 def test_snakemake_run_leaves_dvc_up_to_date_and_param_edits_rerun_only_dependents(project):
-    snakemake(project)
+    sh(*SNAKEMAKE, cwd=project)
     assert dvc_changed(project) == set()
     assert snakemake_plan(project) == set()
 
     set_params(project, mlp={"lr": 0.05})
     assert dvc_changed(project) == {"mlp", "report"}
     assert snakemake_plan(project) == {"mlp", "report"}
-    r = snakemake(project)
-    log = r.stdout + r.stderr
-    assert set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - {"all"} == {"mlp", "report"}
+    r = sh(*SNAKEMAKE, cwd=project)
+    assert ran(r.stdout + r.stderr) == {"mlp", "report"}
     assert dvc_changed(project) == set()
     assert snakemake_plan(project) == set()
+
+    # The page lists what this run made, under Snakemake too: every file's hash as it is now.
+    listed = page_hashes(project)
+    report_inputs = BY_NAME["report"].inputs.values()
+    assert set(listed) == set(report_inputs)
+    assert {p: md5(project / p) for p in listed} == listed
+    lock = bridge.read_lock(project / "dvc.lock")
+    assert lock["mlp"]["outs"][0]["md5"] == listed[lock["mlp"]["outs"][0]["path"]]
 
     # Code edited, then DVC reruns what uses it: Snakemake, which ran those stages last,
     # must now see DVC's outputs as up to date.
@@ -182,10 +253,34 @@ def test_dvc_repro_leaves_snakemake_nothing_to_do_and_param_edits_rerun_only_dep
     assert snakemake_plan(project) == set()
     assert dvc_changed(project) == set()
 
-    # And back to Snakemake after DVC made everything from scratch.
+    # And back to Snakemake after DVC made everything from scratch, stack included.
     clean_outputs(project)
     sh("dvc", "repro", cwd=project)
+    assert snakemake_plan(project) == set()
     set_params(project, resnet18={"lr": 0.02})
     assert snakemake_plan(project) == {"resnet18", "report"}
-    snakemake(project)
+    sh(*SNAKEMAKE, cwd=project)
     assert dvc_changed(project) == set()
+
+
+@pytest.mark.slow
+def test_wall_clock_figures_are_not_results(project):
+    """Two runs with the same params: no metrics change, plots byte-identical, and neither
+    `dvc metrics` nor `dvc exp show` presents seconds as results."""
+    sh("dvc", "repro", cwd=project)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "run 1",
+       cwd=project)
+    plots = {p: md5(project / p) for s in STAGES for p in s.plots.values()}
+    timings = {p: md5(project / p) for p in WALL_CLOCK}
+
+    sh("dvc", "repro", "--force", cwd=project)
+    assert {p: md5(project / p) for p in plots} == plots
+    assert all(md5(project / p) != h for p, h in timings.items())  # the clock did move
+    assert json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).stdout) == {}
+
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    files = {f for rev in shown.values() for f in rev["data"]}
+    assert files == {p for s in STAGES for p in s.metrics.values()}
+    columns = sh("dvc", "exp", "show", "--csv", "--no-pager", cwd=project).stdout.splitlines()[0]
+    assert "seconds" not in columns and "accuracy" in columns and "mlp.lr" in columns
