@@ -4,6 +4,7 @@ Everything follows fastbook chapter 4 line by line, so a learner can hold the bo
 - `init_params`, `linear1` (`xb@weights + bias`) and `simple_net` (784-30-ReLU-1);
 - `mnist_loss`: sigmoid, then `torch.where(targets==1, 1-predictions, predictions).mean()`;
 - `BasicOptim`: the hand-written SGD step (`p.data -= p.grad.data * lr`);
+- `nn_linear` and `torch_sgd`: the chapter's next steps, PyTorch's own pieces in their place;
 - `fit`: `BasicOptim` and `mnist_loss` plugged into the chapter's loop (`train_epoch`,
   `validate_epoch`, `train_model` in mnist_basics/train.py).
 
@@ -98,6 +99,16 @@ class Linear1:
             self.bias.copy_(state["bias"])
 
 
+def nn_linear() -> nn.Linear:
+    """The chapter's next step: `linear1` as PyTorch's `nn.Linear(28*28, 1)`."""
+    return nn.Linear(PIXELS, 1)
+
+
+def torch_sgd(params, lr: float) -> torch.optim.SGD:
+    """PyTorch's SGD, in place of `BasicOptim`: with no momentum, the same step."""
+    return torch.optim.SGD(params, lr=lr)
+
+
 def simple_net(hidden: int = 30) -> nn.Sequential:
     """The chapter's two-layer net: 784 -> hidden -> ReLU -> 1."""
     return nn.Sequential(nn.Linear(PIXELS, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -134,13 +145,13 @@ def validate_epoch(model: Callable[[Tensor], Tensor], data: Prepared) -> Validat
 
 
 def fit(model, data: Prepared, *, lr: float, epochs: int, batch_size: int, seed: int,
-        desc: str = "train") -> Fit:
-    """Train with `mnist_loss` and `BasicOptim` in the chapter's loop.
+        desc: str = "train", opt_func=BasicOptim) -> Fit:
+    """Train with `mnist_loss` and `BasicOptim` (or `opt_func(params, lr)`) in the chapter's loop.
 
     Each epoch visits the training set in a fresh order drawn from a generator seeded with
     `seed`; the last batch may be short (the book's DataLoader keeps it too).
     """
-    opt = BasicOptim(model.parameters(), lr)
+    opt = opt_func(model.parameters(), lr)
     order = torch.Generator().manual_seed(seed)
 
     def one_epoch(epoch: int):

@@ -84,7 +84,16 @@ class Resnet18(Section):
     bf16: bool  # autocast matmuls and convolutions to bfloat16
 
 
+class SgdExample(Section):
+    """The chapter's SGD walk-through: a quadratic fitted to 20 noisy speeds."""
+
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]
+    lr: Lr
+    steps: PositiveInt
+
+
 SECTIONS: dict[str, type[Section]] = {
+    "sgd_example": SgdExample,
     "data": Data,
     "train": Train,
     "linear": Linear,

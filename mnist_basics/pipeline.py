@@ -68,6 +68,11 @@ def timing(name: str) -> str:
 
 
 STEPS = "metrics/resnet18_steps.csv"  # per-step loss and learning rate of the one-cycle run
+SGD_EXAMPLE = {  # the chapter's SGD walk-through and its small examples
+    "tensors": "data/sgd_example.safetensors",  # time, speed, params/preds/loss per step, curves
+    "metrics": "metrics/sgd_example.json",
+    "steps": "metrics/sgd_example.csv",  # the loss and a, b, c at every step
+}
 REPORT = "reports/index.html"
 ACCURACY_CSV = "reports/accuracy.csv"
 
@@ -186,6 +191,25 @@ _STACK = Stage(
     outputs={"tensors": TENSORS, "counts": COUNTS},
     code=[*CORE, "mnist_basics/data.py"],
 )
+_SGD_EXAMPLE = Stage(
+    name="sgd_example",
+    outputs={"tensors": SGD_EXAMPLE["tensors"]},
+    metrics={"metrics": SGD_EXAMPLE["metrics"]},
+    plots={"steps": SGD_EXAMPLE["steps"]},
+    code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py", "mnist_basics/sgd_example.py"],
+    params=["sgd_example"],
+    plot_axes={SGD_EXAMPLE["steps"]: ("step", "loss")},
+)
+_NN_LINEAR = Stage(
+    name="nn_linear",
+    inputs={"tensors": TENSORS},
+    metrics={"metrics": metrics("nn_linear")},
+    plots={"history": history("nn_linear")},
+    code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py"],
+    params=["train", "linear"],
+    gpu=True,
+    plot_axes={history("nn_linear"): ("epoch", "basic_optim")},
+)
 _METHODS = [_method_stage("pixel_mean"), _method_stage("linear"), _method_stage("mlp"),
             _method_stage("resnet18", extra_plots={"steps": STEPS})]
 
@@ -198,17 +222,20 @@ def report_flag(stage: str, flag: str) -> str:
 STAGES: list[Stage] = [
     _DOWNLOAD,
     _STACK,
+    _SGD_EXAMPLE,
     *_METHODS,
+    _NN_LINEAR,
     Stage(
         name="report",
         # Every output of every stage: the page hashes each file it lists, so its
         # reproducibility table is this run's under either engine.
-        inputs={report_flag(s.name, flag): path for s in (_DOWNLOAD, _STACK, *_METHODS)
+        inputs={report_flag(s.name, flag): path
+                for s in (_DOWNLOAD, _STACK, _SGD_EXAMPLE, *_METHODS, _NN_LINEAR)
                 for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
         outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
         code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
               "mnist_basics/templates/report.html.j2"],
-        params=["data", "train", *TRAINED],
+        params=["data", "sgd_example", "train", *TRAINED],
     ),
 ]
 
