@@ -276,18 +276,24 @@ def render_dvc_yaml() -> str:
     return HEADER + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml is out of date")
+def generated_file_main(argv: list[str] | None, path: Path, render, target: str) -> int:
+    """The command line of a generated file: write `render()` to `path`, or with --check exit 1
+    when the file differs from it (`make lint` and the tests check dvc.yaml and the README)."""
+    ap = argparse.ArgumentParser(description=f"regenerate {path.name} (make {target})")
+    ap.add_argument("--check", action="store_true", help=f"exit 1 if {path.name} is out of date")
     args = ap.parse_args(argv)
-    text = render_dvc_yaml()
+    text = render()
     if args.check:
-        if not DVC_YAML.exists() or DVC_YAML.read_text() != text:
-            print("dvc.yaml is out of date: run `make dvc.yaml`", file=sys.stderr)
+        if not path.exists() or path.read_text() != text:
+            print(f"{path.name} is out of date: run `make {target}`", file=sys.stderr)
             return 1
         return 0
-    DVC_YAML.write_text(text)
+    path.write_text(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generated_file_main(argv, DVC_YAML, render_dvc_yaml, "dvc.yaml")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,12 @@ reach the README only through this module, so no two copies can disagree:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 from pathlib import Path
 
-from mnist_basics.pipeline import ROOT, metrics
+from mnist_basics.pipeline import ROOT, generated_file_main, metrics
 
 README = ROOT / "README.md"
 BENCH = ROOT / "bench/results.json"
@@ -64,18 +63,7 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
-    args = ap.parse_args(argv)
-    text = README.read_text()
-    new = render(text)
-    if args.check:
-        if new != text:
-            print("README.md's tables are out of date: run `make readme`", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
-    return 0
+    return generated_file_main(argv, README, lambda: render(README.read_text()), "readme")
 
 
 if __name__ == "__main__":
