@@ -1,123 +1,210 @@
-"""Classify your own picture of a 3 or a 7 with any of the pipeline's trained models.
+"""Classify your own pictures of a 3 or a 7 with any of the pipeline's trained models.
 
     python -m mnist_basics predict my_digit.png --model resnet18
     3 (p=0.998)
+    python -m mnist_basics predict examples/ --model all
+    examples/seven.png           pixel_mean 7 (p=0.575)  linear 7 (p=1.000)  mlp 7 (p=1.000) ...
+    examples/seven_crossbar.png  pixel_mean 7 (p=0.573)  linear 7 (p=1.000)  mlp 7 (p=1.000) ...
 
-It prints the class and the model's probability for that class. Any PNG or JPEG works: it is
-turned to grayscale (transparent parts count as white paper), inverted when it is dark ink on
-a light background (MNIST digits are light on dark: the border is compared with the inside),
-then padded to a square and resized to 28x28. Sizes are checked from the header, before
-anything is decoded. Checkpoints are safetensors read without pickle: nothing in a model
-file is ever executed.
+It prints the class and the model's probability for that class, one line per picture, after
+the picture's name when there are several; `--model all` puts every model side by side, and
+`--json` writes one JSON object per picture instead. A folder stands for the .png, .jpg and
+.jpeg files in it, by name. A picture that cannot be read, or that holds no digit, gets its
+own `error:` line on stderr; the others are still answered, and the exit status is 1. The
+models are loaded once, before any picture is read.
+
+Any PNG or JPEG works. Sizes are checked from the header before anything is decoded, EXIF
+orientation is applied, transparent parts count as white paper, and dark ink on light paper
+is flipped. Then the picture is prepared the way MNIST was made (mnist_basics/prepare.py):
+the digit's bounding box scaled into a 20x20 box (a thin pen widened to MNIST's), its centre
+of mass put at the centre of the 28x28. `--show out.png` writes that 28x28 as the model saw
+it, 10 times larger. With several pictures (a folder counts as several), or when the path is
+a folder, `--show DIR` writes DIR/<name>.png for each: the picture's name without its
+extension, with -2, -3 ... when two share one. A picture that fails gets none.
+Checkpoints are safetensors read without pickle: nothing in a model file is ever executed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import warnings
+import io
+import json
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mnist_basics import PipelineError
-from mnist_basics.artifacts import load_tensors, read_json
+from mnist_basics.artifacts import load_tensors, read_json, write_bytes
 from mnist_basics.pipeline import METHODS, MODEL_CODE, checkpoint, model_card
+from mnist_basics.prepare import prepare, read_picture, short
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-MIN_SIDE, MAX_SIDE = 8, 4096  # pixels; a larger header is refused before decoding
-FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG"}  # MPO: the JPEG many cameras write
-SIZE = 28
+SUFFIXES = (".png", ".jpg", ".jpeg")  # what a folder is searched for
+SHOW_SCALE = 10  # --show: 28x28 -> 280x280
+BATCH = 256  # pictures per forward pass
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("image", type=Path, help="a PNG or JPEG of one handwritten 3 or 7")
+    ap.add_argument("images", type=Path, nargs="+", metavar="PICTURE",
+                    help="PNG or JPEG files of one handwritten 3 or 7 each, or folders of them")
     ap.add_argument("--model", default="resnet18", metavar="NAME",
-                    help=f"one of {', '.join(METHODS)} (default: %(default)s)")
+                    help=f"one of {', '.join(METHODS)}, or all (default: %(default)s)")
     ap.add_argument("--models-dir", type=Path, default=Path(checkpoint("x")).parent,
                     help="where the stages wrote their checkpoints (default: %(default)s)")
+    ap.add_argument("--json", action="store_true",
+                    help="one JSON object per picture: file, each model's class, p and prob3 "
+                         "(show: the --show PNG), or file and error")
+    ap.add_argument("--show", type=Path, metavar="PATH",
+                    help="write the 28x28 each model saw, enlarged: a PNG for one picture, "
+                         "a folder of them for several")
 
 
 def main(args: argparse.Namespace) -> None:
+    names = list(METHODS) if args.model == "all" else [args.model]
+    models = {name: load_model(name, args.models_dir) for name in names}  # once, up front
+    answers = read_all(args.images)
+    ok = [a for a in answers if a.error is None]
+    named = len(args.images) > 1 or any(p.is_dir() for p in args.images)
+    if args.show is not None and ok:
+        folder = named or args.show.is_dir()
+        for a, path in zip(ok, show_paths(args.show, [a.path for a in ok], folder), strict=True):
+            write_bytes(path, enlarged_png(a.x))
+            a.shown = path
+    classify(models, ok)
+    pad = max(len(str(a.path)) for a in answers)
+    for a in answers:
+        if a.error is not None:
+            if args.json:
+                print(json.dumps({"file": str(a.path), "error": a.error}), flush=True)
+            print(f"error: {a.error}", file=sys.stderr, flush=True)
+        elif args.json:
+            record: dict[str, object] = {"file": str(a.path), "models": {
+                m: {"class": label(p), "p": round(confidence(p), 6), "prob3": p}
+                for m, p in a.prob3.items()}}
+            if a.shown is not None:
+                record["show"] = str(a.shown)
+            print(json.dumps(record), flush=True)
+        else:
+            print(line(str(a.path).ljust(pad) if named else None, a.prob3), flush=True)
+    if len(ok) < len(answers):
+        raise SystemExit(1)
+
+
+@dataclass
+class Answer:
+    """One picture: its 28x28 and each model's prob3, or why there are none."""
+
+    path: Path
+    x: np.ndarray | None = None  # uint8 [28, 28]
+    error: str | None = None
+    prob3: dict[str, float] = field(default_factory=dict)
+    shown: Path | None = None  # where --show wrote its 28x28
+
+
+def read_all(given: list[Path]) -> list[Answer]:
+    """Every picture the paths stand for, prepared; a failure is kept as that file's answer."""
+    answers = []
+    for path in given:
+        try:
+            files = pictures(path)
+        except PipelineError as e:
+            answers.append(Answer(path, error=str(e)))
+            continue
+        for f in files:
+            try:
+                answers.append(Answer(f, x=prepare_file(f)))
+            except PipelineError as e:
+                answers.append(Answer(f, error=str(e)))
+    return answers
+
+
+def classify(models: dict[str, Callable[[Tensor], Tensor]], answers: list[Answer]) -> None:
+    """Fill in each answer's prob3 from every model, a batch of pictures at a time."""
     import torch
 
-    predict = load_model(args.model, args.models_dir)
-    x = read_image(args.image)
     with torch.inference_mode():
-        prob3 = float(predict(x)[0])
-    label, p = (3, prob3) if prob3 > 0.5 else (7, 1 - prob3)
-    print(f"{label} (p={p:.3f})")
+        for start in range(0, len(answers), BATCH):
+            chunk = answers[start:start + BATCH]
+            x = torch.from_numpy(np.stack([a.x for a in chunk]))
+            for name, predict in models.items():
+                for a, p in zip(chunk, predict(x).float().tolist(), strict=True):
+                    a.prob3[name] = p
 
 
-# -- The image -------------------------------------------------------------------------------
-def read_image(path: Path) -> Tensor:
-    """A PNG or JPEG file -> uint8 [1, 28, 28], light digit on dark like MNIST."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def label(prob3: float) -> int:
+    return 3 if prob3 > 0.5 else 7
 
-    if not path.exists():
-        raise PipelineError(f"{path}: no such file")
-    if path.is_dir():
-        raise PipelineError(f"{path}: is a directory, not an image")
+
+def confidence(prob3: float) -> float:
+    """The probability of the class the model chose."""
+    return prob3 if prob3 > 0.5 else 1 - prob3
+
+
+def line(name: str | None, prob3: dict[str, float]) -> str:
+    """`3 (p=0.998)`; several models side by side, each after its name; the file's name first."""
+    if len(prob3) == 1:
+        cells = [f"{label(p)} (p={confidence(p):.3f})" for p in prob3.values()]
+    else:
+        cells = [f"{m} {label(p)} (p={confidence(p):.3f})" for m, p in prob3.items()]
+    return "  ".join(cells if name is None else [name, *cells])
+
+
+# -- The pictures ----------------------------------------------------------------------------
+def pictures(path: Path) -> list[Path]:
+    """A path as given -> the pictures it stands for: itself, or a folder's pictures by name."""
+    if not path.is_dir():
+        return [path]  # read_picture says what is wrong with it, if anything
     try:
-        with warnings.catch_warnings():
-            # Pillow warns past ~89M pixels; our own limit below refuses those anyway, in one line.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)  # reads the header only
-        with img:
-            if img.format not in FORMATS:
-                raise PipelineError(f"{path}: a {img.format} image; give a PNG or JPEG")
-            w, h = img.size
-            if min(w, h) < MIN_SIDE or max(w, h) > MAX_SIDE:
-                raise PipelineError(
-                    f"{path}: {w}x{h} pixels; each side must be {MIN_SIDE} to {MAX_SIDE}"
-                )
-            img.load()
-            gray = to_gray(ImageOps.exif_transpose(img))
-    except Image.DecompressionBombError:  # Pillow's own guard, for headers far past ours
-        raise PipelineError(
-            f"{path}: too many pixels to decode safely; each side must be {MIN_SIDE} to {MAX_SIDE}"
-        ) from None
-    except UnidentifiedImageError:
-        raise PipelineError(f"{path}: not a PNG or JPEG image") from None
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES
+                       and not p.name.startswith(".") and p.is_file())
     except PermissionError:
         raise PipelineError(f"{path}: permission denied") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise PipelineError(f"{path}: broken image, cannot decode it ({short(e)})") from None
-    return to_mnist(gray)
+    if not found:
+        raise PipelineError(f"{path}: is a directory, not an image, and has no "
+                            f"{', '.join(SUFFIXES)} files in it")
+    return found
 
 
-def to_gray(img):
-    """Any PIL mode -> "L". Transparency is composited over white, as a viewer shows it."""
+def prepare_file(path: Path) -> np.ndarray:
+    """A picture file -> uint8 [28, 28] as the models read it; PipelineError naming the file."""
+    gray = read_picture(path)
+    try:
+        return prepare(gray)
+    except PipelineError as e:
+        raise PipelineError(f"{path}: {e}") from None
+
+
+def show_paths(show: Path, paths: list[Path], folder: bool) -> list[Path]:
+    """Where --show writes each picture's 28x28: `show` itself, or show/<stem>.png."""
+    if not folder:
+        return [show]
+    taken: set[str] = set()
+    out = []
+    for p in paths:
+        name, n = f"{p.stem}.png", 1
+        while name in taken:
+            n += 1
+            name = f"{p.stem}-{n}.png"
+        taken.add(name)
+        out.append(show / name)
+    return out
+
+
+def enlarged_png(x: np.ndarray) -> bytes:
+    """uint8 [28, 28], light digit on dark as the model saw it -> PNG bytes, 10x larger."""
     from PIL import Image
 
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img.convert("RGBA"))
-    elif img.mode.startswith("I"):  # 16- or 32-bit grey: keep the top 8 bits, don't clip
-        import numpy as np
-
-        scale = 257 if img.mode.startswith("I;16") or np.asarray(img).max() > 255 else 1
-        img = Image.fromarray((np.asarray(img, dtype=np.float64) / scale).astype(np.uint8))
-    return img.convert("L")
-
-
-def to_mnist(gray) -> Tensor:
-    """A grayscale PIL image -> uint8 [1, 28, 28]: inverted if dark on light, square, 28x28."""
-    import numpy as np
-    import torch
-    from PIL import Image, ImageOps
-
-    a = np.asarray(gray, dtype=np.float32)  # [H, W]
-    b = max(1, min(a.shape) // 10)  # border strip width
-    border = np.ones_like(a, dtype=bool)
-    border[b:-b, b:-b] = False
-    if a[border].mean() > a[~border].mean():  # light paper, dark ink: flip to MNIST's way
-        gray, a = ImageOps.invert(gray), 255 - a
-    background = round(a[border].mean())
-    square = ImageOps.pad(gray, (SIZE, SIZE), method=Image.Resampling.LANCZOS, color=background)
-    return torch.from_numpy(np.array(square, dtype=np.uint8)).unsqueeze(0)  # [1, 28, 28]
+    buf = io.BytesIO()
+    big = np.kron(x, np.ones((SHOW_SCALE, SHOW_SCALE), dtype=np.uint8))
+    Image.fromarray(big, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
 
 
 # -- The model -------------------------------------------------------------------------------
@@ -149,9 +236,3 @@ def load_model(name: str, models_dir: Path) -> Callable[[Tensor], Tensor]:
         raise PipelineError(
             f"{ckpt}: not a {name} checkpoint ({short(e)}); rerun stage {name}"
         ) from None
-
-
-def short(e: Exception, limit: int = 300) -> str:
-    """An error as one readable line: a state_dict mismatch can list hundreds of keys."""
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[:limit] + "..."

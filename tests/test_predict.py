@@ -1,13 +1,19 @@
-"""`python -m mnist_basics predict`: your own image, each model, and every way it can go wrong."""
+"""`python -m mnist_basics predict`: your own pictures, each model, and every way it can go wrong.
+
+The checkpoints are tiny ones, trained by the stages on tests/harness.py's stand-in data: they
+test the command, not the accuracy (tests/test_prepare.py measures that on the real data).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,44 +21,45 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_basics import pixel_mean
+from mnist_basics import predict as predict_module
 from mnist_basics.__main__ import main
-from mnist_basics.artifacts import save_tensors, write_json
-from mnist_basics.data import load_sample
-from mnist_basics.models import LINEAR_ARCH, Linear1, fit, mlp_arch, prepare, results, simple_net
-from mnist_basics.params import Linear, Mlp, Train
-from mnist_basics.predict import load_model, read_image
-from mnist_basics.train import Clock, setup
-from tests.conftest import make_tiny_tensors
+from mnist_basics.artifacts import save_tensors
+from mnist_basics.predict import load_model
+from mnist_basics.prepare import prepare, read_picture
+from tests.handwriting import digit as handwritten
+from tests.handwriting import render
+from tests.harness import make_tiny_tensors, run_stage, write_params
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("pixel_mean", "linear", "mlp")
 
 
+def train(root: Path, names: tuple[str, ...]) -> Path:
+    """models/ under root as the stages write it, trained on tiny data (all at once)."""
+    tensors = make_tiny_tensors(root / "tiny.safetensors")
+    params = write_params(root / "params.yaml", train={"device": "cpu"},
+                          linear={"epochs": 3, "batch_size": 16},
+                          mlp={"epochs": 3, "batch_size": 16, "hidden": 8},
+                          resnet18={"epochs": 1, "batch_size": 8})
+
+    def one(name: str):
+        return run_stage(name, under=root, tensors=tensors,
+                         params=None if name == "pixel_mean" else params)
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        for name, r in zip(names, pool.map(one, names), strict=True):
+            assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
+    return root / "models"
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Tiny trained checkpoints of the three CPU models, written as their stages write them."""
+def trained(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+    """Tiny checkpoints of the three CPU models, and the tiny data's validation digits."""
+    from safetensors.numpy import load_file
+
     root = tmp_path_factory.mktemp("predict")
-    sample = load_sample(make_tiny_tensors(root / "tiny.safetensors"))
-    models = root / "models"
-    device = setup(0, "cpu", "mlp")
-    data = prepare(sample, device)
-    outs = {"pixel_mean": pixel_mean.results(sample, Clock())}
-    linear = Linear1(std=0.01)  # std 1 needs far more than 96 images to learn
-    outs["linear"] = results(
-        "linear", linear, fit(linear, data, lr=1.0, epochs=3, batch_size=16, seed=0), data,
-        arch=LINEAR_ARCH, params={"train": Train(), "linear": Linear()}, clock=Clock(),
-        device=device)
-    mlp = simple_net(8)
-    outs["mlp"] = results(
-        "mlp", mlp, fit(mlp, data, lr=0.5, epochs=3, batch_size=16, seed=0), data,
-        arch=mlp_arch(8), params={"train": Train(), "mlp": Mlp(hidden=8)}, clock=Clock(),
-        device=device)
-    for name, out in outs.items():
-        assert out["metrics"]["accuracy"] == 1.0, name
-        save_tensors(models / f"{name}.safetensors", out["state"])
-        write_json(models / f"{name}.json", out["card"])
-    return models, sample
+    models = train(root, MODELS)
+    return models, load_file(root / "tiny.safetensors")
 
 
 @pytest.fixture
@@ -73,8 +80,13 @@ def predict(capsys):
 
 def digit(sample, label: int) -> np.ndarray:
     """The first validation image of a 3 (label 1) or a 7 (label 0): uint8 [28, 28]."""
-    i = int((sample.valid_y == label).nonzero()[0])
-    return sample.valid_x[i].numpy()
+    return sample["valid_x"][int(np.flatnonzero(sample["valid_y"] == label)[0])]
+
+
+def drawn(label: int, **kw) -> np.ndarray:
+    """A handwritten-looking 3 or 7 on white paper (tests/handwriting.py)."""
+    style = "3 round" if label == 3 else "7 plain"
+    return render(handwritten(style), (200, 240), height=170, at=(40, 30), width=14, **kw)
 
 
 def png(path: Path, a: np.ndarray, mode: str | None = None) -> Path:
@@ -91,64 +103,165 @@ def expect_error(result, *parts: str) -> None:
         assert part in lines[0], lines[0]
 
 
+def model_says(name: str, models: Path, x: np.ndarray) -> str:
+    """What predict should print for the prepared x: `3 (p=0.998)`."""
+    prob3 = float(load_model(name, models)(torch.from_numpy(x)[None])[0])
+    return f"3 (p={prob3:.3f})" if prob3 > 0.5 else f"7 (p={1 - prob3:.3f})"
+
+
 # -- It works --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", MODELS)
-def test_an_mnist_png_gets_the_models_own_answer(name, trained, predict, tmp_path):
+def test_a_picture_gets_the_models_answer_on_it_prepared(name, trained, predict, tmp_path):
     models, sample = trained
-    for label, cls in ((1, 3), (0, 7)):
-        x = digit(sample, label)
-        prob3 = float(load_model(name, models)(torch.from_numpy(x)[None])[0])
-        p = prob3 if cls == 3 else 1 - prob3
-        code, out, err = predict(png(tmp_path / f"{cls}.png", x), "--model", name,
-                                 "--models-dir", models)
-        assert (code, out, err) == (0, f"{cls} (p={p:.3f})\n", "")
+    for label in (3, 7):
+        for i, g in enumerate((drawn(label), 255 - digit(sample, 1 if label == 3 else 0))):
+            path = png(tmp_path / f"{label}-{i}.png", g)
+            want = model_says(name, models, prepare(g))
+            assert predict(path, "--model", name, "--models-dir", models) == (0, want + "\n", "")
 
 
-def test_a_28x28_png_is_read_unchanged(trained, tmp_path):
-    x = digit(trained[1], 1)
-    assert torch.equal(read_image(png(tmp_path / "d.png", x)), torch.from_numpy(x)[None])
-
-
-@pytest.mark.parametrize("name", ["linear", "mlp"])
-def test_a_photo_like_image_is_prepared_like_mnist(name, trained, predict, tmp_path):
-    """Dark ink on light paper, 10x larger, JPEG, RGB: still the right digit."""
-    models, sample = trained
-    for label, cls in ((1, 3), (0, 7)):
-        big = np.kron(255 - digit(sample, label), np.ones((10, 10), np.uint8))  # [280, 280]
-        path = tmp_path / f"{cls}.jpg"
-        Image.fromarray(big).convert("RGB").save(path, quality=90)
-        code, out, _ = predict(path, "--model", name, "--models-dir", models)
-        assert code == 0 and out.startswith(f"{cls} (p=")
-
-
-def test_inversion_padding_and_other_modes(trained, tmp_path):
-    x = digit(trained[1], 1)
-    light_on_dark = read_image(png(tmp_path / "a.png", x))
-    # Dark on light is flipped back.
-    assert torch.equal(read_image(png(tmp_path / "b.png", 255 - x)), light_on_dark)
-    # 16-bit grey keeps its top 8 bits.
-    sixteen = png(tmp_path / "c.png", x.astype(np.uint16) * 257)
+def test_the_file_is_read_as_it_is(tmp_path):
+    """read_picture gives the grey levels unchanged; every other step is prepare's."""
+    g = drawn(3)
+    assert np.array_equal(read_picture(png(tmp_path / "d.png", g)), g)
+    sixteen = png(tmp_path / "c.png", g.astype(np.uint16) * 257)  # 16-bit: its top 8 bits
     assert Image.open(sixteen).mode.startswith("I")
-    assert torch.equal(read_image(sixteen), light_on_dark)
+    assert np.array_equal(read_picture(sixteen), g)
+    rgb = np.stack([g, g, g], axis=-1)
+    assert np.array_equal(read_picture(png(tmp_path / "rgb.png", rgb)), g)
     # Black ink on a transparent canvas reads as ink on white paper.
-    rgba = np.zeros((28, 28, 4), np.uint8)
-    rgba[..., 3] = x
-    assert torch.equal(read_image(png(tmp_path / "d.png", rgba, "RGBA")), light_on_dark)
-    # A wide image is padded to a square, not squashed: the digit keeps its shape.
-    wide = np.zeros((28, 84), np.uint8)
-    wide[:, 28:56] = x
-    out = read_image(png(tmp_path / "e.png", wide))
-    assert out.shape == (1, 28, 28) and out.dtype == torch.uint8
-    assert out[0, :9].float().mean() < 10 and out[0, 10:19].float().mean() > 20  # top band empty
+    rgba = np.zeros((*g.shape, 4), np.uint8)
+    rgba[..., 3] = 255 - g
+    assert np.abs(read_picture(png(tmp_path / "a.png", rgba, "RGBA")).astype(int) - g).max() <= 1
 
 
-# -- The image is wrong ----------------------------------------------------------------------
+def test_exif_orientation_is_applied(tmp_path):
+    g = drawn(7)
+    img = Image.fromarray(g)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    path = tmp_path / "phone.jpg"
+    img.save(path, exif=exif, quality=95)
+    upright = read_picture(path)
+    assert upright.shape == g.shape[::-1]
+    assert np.abs(upright.astype(int) - np.rot90(g, -1)).mean() < 2
+
+
+def test_a_photo_like_picture_is_prepared_like_the_drawing(trained, predict, tmp_path):
+    """Larger, JPEG, RGB, grey paper, lighter ink, a wide page: nearly the same 28x28."""
+    models, _ = trained
+    for label in (3, 7):
+        g = drawn(label)
+        photo = drawn(label, paper=215, ink=70, light=15)
+        wide = np.full((240, 700), 215, np.uint8)  # the digit off to one side
+        wide[:, 450:650] = photo
+        big = np.kron(wide, np.ones((3, 3), np.uint8))  # [720, 2100]
+        path = tmp_path / f"{label}.jpg"
+        Image.fromarray(big).convert("RGB").save(path, quality=85)
+        x = prepare(read_picture(path))
+        assert np.abs(x.astype(np.float64) - prepare(g)).mean() / 255 < 0.04
+        code, out, _ = predict(path, "--model", "mlp", "--models-dir", models)
+        assert code == 0 and out == model_says("mlp", models, x) + "\n"
+
+
+def test_several_pictures_one_line_each_models_loaded_once(trained, predict, tmp_path,
+                                                            monkeypatch):
+    models, sample = trained
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    png(folder / "b.png", drawn(7))
+    Image.fromarray(drawn(3)).save(folder / "a.JPG")
+    (folder / "notes.txt").write_text("not a picture, not a .png: skipped\n")
+    (folder / "sub").mkdir()  # not looked into
+    png(folder / "sub" / "c.png", drawn(3))
+    one = png(tmp_path / "one.png", drawn(3))
+    loads = []
+    real_load = predict_module.load_model
+
+    def counting(name, models_dir):
+        loads.append(name)
+        return real_load(name, models_dir)
+
+    monkeypatch.setattr(predict_module, "load_model", counting)
+    code, out, err = predict(one, folder, "--model", "linear", "--models-dir", models)
+    assert (code, err) == (0, "") and loads == ["linear"]
+    lines = out.splitlines()
+    names = [str(one), str(folder / "a.JPG"), str(folder / "b.png")]
+    assert [ln.split()[0] for ln in lines] == names
+    for ln, path in zip(lines, names, strict=True):
+        want = model_says("linear", models, prepare(read_picture(Path(path))))
+        assert ln == f"{path.ljust(len(names[1]))}  {want}"
+    # A folder alone still names each picture.
+    code, out, _ = predict(folder, "--model", "linear", "--models-dir", models)
+    assert [ln.split()[0] for ln in out.splitlines()] == names[1:]
+
+
+def test_model_all_puts_every_model_side_by_side(trained, predict, tmp_path, monkeypatch):
+    models, _ = trained
+    monkeypatch.setattr(predict_module, "METHODS", MODELS)  # the tiny set has no resnet18
+    a, b = png(tmp_path / "a.png", drawn(3)), png(tmp_path / "b.png", drawn(7))
+    code, out, err = predict(a, b, "--model", "all", "--models-dir", models)
+    assert (code, err) == (0, "")
+    for ln, path in zip(out.splitlines(), (a, b), strict=True):
+        x = prepare(read_picture(path))
+        cells = [f"{m} {model_says(m, models, x)}" for m in MODELS]
+        assert ln == "  ".join([str(path), *cells])
+    code, out, _ = predict(a, "--model", "all", "--models-dir", models)
+    assert out.startswith("pixel_mean ") and out.count(" (p=") == 3  # one picture: no name
+
+
+def test_json_is_one_object_per_picture(trained, predict, tmp_path, monkeypatch):
+    models, _ = trained
+    monkeypatch.setattr(predict_module, "METHODS", MODELS)
+    a = png(tmp_path / "a.png", drawn(3))
+    blank = png(tmp_path / "blank.png", np.full((40, 40), 200, np.uint8))
+    code, out, err = predict(a, blank, "--model", "all", "--json", "--models-dir", models)
+    assert code == 1 and err == f"error: {blank}: no digit found\n"
+    first, second = (json.loads(ln) for ln in out.splitlines())
+    assert second == {"file": str(blank), "error": f"{blank}: no digit found"}
+    assert first["file"] == str(a) and list(first["models"]) == list(MODELS)
+    x = torch.from_numpy(prepare(read_picture(a)))[None]
+    for name, got in first["models"].items():
+        prob3 = float(load_model(name, models)(x)[0])
+        assert got["prob3"] == pytest.approx(prob3, abs=1e-6)
+        assert got["class"] == (3 if prob3 > 0.5 else 7)
+        assert got["p"] == pytest.approx(max(prob3, 1 - prob3), abs=1e-6)
+
+
+def test_show_writes_what_the_model_saw(trained, predict, tmp_path):
+    models, _ = trained
+    a = png(tmp_path / "a.png", drawn(3))
+    out_png = tmp_path / "seen.png"
+    code, _, err = predict(a, "--model", "mlp", "--models-dir", models, "--show", out_png)
+    assert (code, err) == (0, "")
+    seen = np.array(Image.open(out_png))
+    assert seen.shape == (280, 280)
+    x = prepare(read_picture(a))
+    assert np.array_equal(seen, np.kron(x, np.ones((10, 10), np.uint8)))
+    # Several pictures: a folder, one PNG each, named after the picture; a repeated name
+    # gets -2. A picture that fails has none.
+    (tmp_path / "other").mkdir()
+    b = png(tmp_path / "other" / "a.png", drawn(7))
+    c = png(tmp_path / "b.jpg", drawn(7))
+    blank = png(tmp_path / "blank.png", np.full((40, 40), 255, np.uint8))
+    shown = tmp_path / "shown"
+    code, out, err = predict(a, b, c, blank, "--model", "mlp", "--models-dir", models,
+                             "--show", shown)
+    assert code == 1 and len(out.splitlines()) == 3 and err.count("\n") == 1
+    assert sorted(p.name for p in shown.iterdir()) == ["a-2.png", "a.png", "b.png"]
+    again = np.array(Image.open(shown / "a-2.png"))[::10, ::10]
+    assert np.array_equal(again, prepare(read_picture(b)))
+
+
+# -- The picture is wrong --------------------------------------------------------------------
 def test_image_errors(trained, predict, tmp_path):
     models, _ = trained
     args = ("--model", "mlp", "--models-dir", models)
 
     expect_error(predict(tmp_path / "nope.png", *args), "nope.png: no such file")
-    expect_error(predict(tmp_path, *args), "is a directory")
+    empty_folder = tmp_path / "pictures"
+    empty_folder.mkdir()
+    expect_error(predict(empty_folder, *args), "pictures: is a directory, not an image")
 
     text = tmp_path / "notes.png"
     text.write_text("not an image at all\n")
@@ -169,6 +282,34 @@ def test_image_errors(trained, predict, tmp_path):
 
     expect_error(predict(png(tmp_path / "small.png", np.zeros((7, 20), np.uint8)), *args),
                  "20x7 pixels; each side must be 8 to 4096")
+
+
+@pytest.mark.parametrize("case", ["grey", "white", "paper grain", "a speck"])
+def test_a_blank_picture_holds_no_digit(case, trained, predict, tmp_path):
+    """Before, a plain grey square was called "3 (p=1.000)"."""
+    g = {"grey": np.full((64, 64), 128, np.uint8),
+         "white": np.full((300, 200), 255, np.uint8),
+         "paper grain": np.clip(np.random.default_rng(0).normal(230, 4, (120, 160)), 0,
+                                255).astype(np.uint8),
+         "a speck": np.pad(np.zeros((3, 3), np.uint8), 100, constant_values=250)}[case]
+    path = png(tmp_path / "blank.png", g)
+    expect_error(predict(path, "--model", "mlp", "--models-dir", trained[0]),
+                 f"error: {path}: no digit found")
+
+
+def test_one_bad_picture_among_good_ones(trained, predict, tmp_path):
+    """The bad one gets its own error line, the others are answered, exit status 1."""
+    models, _ = trained
+    good = [png(tmp_path / "a.png", drawn(3)), png(tmp_path / "c.png", drawn(7))]
+    bad = tmp_path / "b.png"
+    bad.write_text("a shopping list\n")
+    code, out, err = predict(good[0], bad, good[1], "--model", "mlp", "--models-dir", models)
+    assert code == 1
+    assert err == f"error: {bad}: not a PNG or JPEG image\n"
+    pad = len(str(good[0]))
+    assert out.splitlines() == [
+        f"{str(p).ljust(pad)}  {model_says('mlp', models, prepare(read_picture(p)))}"
+        for p in good]
 
 
 def claims(path: Path, side: int) -> Path:
@@ -213,12 +354,15 @@ class Trap:
 
 
 def test_model_errors(trained, predict, tmp_path):
-    models, sample = trained
-    img = png(tmp_path / "three.png", digit(sample, 1))
+    models, _ = trained
+    img = png(tmp_path / "three.png", drawn(3))
+    hidden = json.loads((models / "mlp.json").read_text())["arch"]["hidden"]
 
     expect_error(predict(img, "--model", "lenet", "--models-dir", models),
                  "unknown model 'lenet'; known models: pixel_mean, linear, mlp, resnet18")
     expect_error(predict(img, "--model", "resnet18", "--models-dir", models),
+                 "resnet18.safetensors: not found; run stage resnet18 first")
+    expect_error(predict(img, "--model", "all", "--models-dir", models),  # every model
                  "resnet18.safetensors: not found; run stage resnet18 first")
     no_card = copy_models(models, tmp_path / "no_card", {"mlp.safetensors": "mlp.safetensors"})
     expect_error(predict(img, "--model", "mlp", "--models-dir", no_card),
@@ -235,10 +379,11 @@ def test_model_errors(trained, predict, tmp_path):
     expect_error(predict(img, "--model", "mlp", "--models-dir", keys),
                  "does not fit a mlp model: it holds tensors ['bias', 'weights']")
     shapes = copy_models(models, tmp_path / "shapes", {"mlp.safetensors": "mlp.safetensors"})
-    card = (models / "mlp.json").read_text().replace('"hidden": 8', '"hidden": 30')
-    (shapes / "mlp.json").write_text(card)
+    card = json.loads((models / "mlp.json").read_text())
+    card["arch"]["hidden"] = hidden + 22
+    (shapes / "mlp.json").write_text(json.dumps(card))
     expect_error(predict(img, "--model", "mlp", "--models-dir", shapes),
-                 "0.weight has shape [8, 784], expected [30, 784]")
+                 f"0.weight has shape [{hidden}, 784], expected [{hidden + 22}, 784]")
     many = copy_models(models, tmp_path / "many", {"mlp.json": "mlp.json"})
     save_tensors(many / "mlp.safetensors", {f"layer{i}.weight": torch.zeros(1) for i in range(99)})
     expect_error(predict(img, "--model", "mlp", "--models-dir", many), "does not fit a mlp model")
@@ -268,8 +413,8 @@ def test_model_errors(trained, predict, tmp_path):
 
 # -- The command line ------------------------------------------------------------------------
 def test_python_dash_m(trained, tmp_path):
-    models, sample = trained
-    img = png(tmp_path / "seven.png", digit(sample, 0))
+    models, _ = trained
+    img = png(tmp_path / "seven.png", drawn(7))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(*argv):
@@ -277,10 +422,32 @@ def test_python_dash_m(trained, tmp_path):
                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
 
     r = run("predict", img, "--model", "mlp", "--models-dir", models)
-    assert r.returncode == 0 and r.stdout.startswith("7 (p=") and r.stderr == ""
+    want = model_says("mlp", models, prepare(drawn(7)))
+    assert (r.returncode, r.stdout, r.stderr) == (0, want + "\n", "")
     r = run("predict", img, "--model", "mlp")  # ./models does not exist here
     assert r.returncode == 1
     assert r.stderr == ("error: models/mlp.safetensors: not found; run stage mlp first "
                         "(`snakemake models/mlp.safetensors` or `dvc repro mlp`)\n")
     r = run("--help")
     assert r.returncode == 0 and "predict" in r.stdout
+    r = run("predict", "--help")
+    assert r.returncode == 0 and "--show" in r.stdout and "--json" in r.stdout
+
+
+@pytest.mark.slow
+def test_model_all_with_resnet18(tmp_path):
+    """Every model of the pipeline, resnet18 included, on a folder of pictures."""
+    models = train(tmp_path, (*MODELS, "resnet18"))
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for label in (3, 7):
+        png(folder / f"{label}.png", drawn(label))
+    r = subprocess.run([sys.executable, "-m", "mnist_basics", "predict", folder, "--model", "all",
+                        "--models-dir", models], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and r.stderr == ""
+    for ln, label in zip(r.stdout.splitlines(), (3, 7), strict=True):
+        x = prepare(drawn(label))
+        assert ln == "  ".join([str(folder / f"{label}.png"),
+                                *(f"{m} {model_says(m, models, x)}" for m in
+                                  (*MODELS, "resnet18"))])
