@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run repro test test-fast lint bench browser dvc.yaml readme clean lock
+.PHONY: help venv run repro test test-fast lint bench browser dvc.yaml readme push pull clean lock
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ run: $(STAMP)  ## run the whole pipeline with Snakemake (what is out of date)
 
 repro: $(STAMP)  ## run the whole pipeline with DVC instead
 	dvc repro
+
+push: $(STAMP)  ## send every artifact to the default DVC remote (README: Sharing results)
+	python -m mnist_basics push
+
+pull: $(STAMP)  ## get every artifact from the default DVC remote, each checked: no training
+	python -m mnist_basics pull
 
 browser:  ## install Debian's headless Chromium for the report's browser test
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
