@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run repro test test-fast lint bench browser dvc.yaml readme push pull clean lock
+.PHONY: help venv run repro test test-fast lint bench test-deps dvc.yaml readme messages push pull clean lock
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,10 +33,16 @@ push: $(STAMP)  ## send every artifact to the default DVC remote (README: Sharin
 pull: $(STAMP)  ## get every artifact from the default DVC remote, each checked: no training
 	python -m mnist_basics pull
 
-browser:  ## install Debian's headless Chromium for the report's browser test
+# The tests start their own sshd on 127.0.0.1; installing the package must not start the
+# system's (policy-rc.d tells Debian's scripts not to start services meanwhile).
+test-deps:  ## install the Debian packages the tests use: Chromium, and OpenSSH's server (not started)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+	@test -x /usr/sbin/sshd || { \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
+	    chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server; }
 
-test: $(STAMP) browser  ## run every test, slow ones included
+test: $(STAMP) test-deps  ## run every test, slow ones included
 	pytest
 
 test-fast: $(STAMP)  ## run the tests that take seconds
@@ -55,6 +61,15 @@ bench: $(STAMP)  ## time the pipeline; writes bench/results.json
 
 readme: $(STAMP)  ## regenerate the README's results and performance tables
 	python -m mnist_basics.readme
+
+# The report's strings (babel.cfg says where), extracted into a scratch template that updates
+# each catalogue: new strings come in untranslated, changed ones fuzzy, removed ones go.
+messages: $(STAMP)  ## extract the report's strings into its translations (mnist_basics/locale)
+	pot=$$(mktemp --suffix=.pot) && trap 'rm -f "$$pot"' EXIT && \
+	pybabel --quiet extract --mapping-file=babel.cfg --add-comments=Translators: --add-location=file \
+	  --no-wrap --project=mnist-basics --version=0.1.0 --output-file="$$pot" . && \
+	pybabel update --input-file="$$pot" --output-dir=mnist_basics/locale --no-wrap \
+	  --ignore-obsolete
 
 lock:  ## re-pin requirements.txt from pyproject.toml (in a scratch venv)
 	rm -rf /tmp/mnist-basics-lock && python3 -m venv /tmp/mnist-basics-lock

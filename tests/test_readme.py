@@ -19,7 +19,7 @@ ELSEWHERE = {
     "MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz make bench":
         "minutes of timing: tests/test_bench.py runs bench/run.py --quick",
 }
-PLACEHOLDERS = ("/path/to/mnist_sample.tgz",)
+PLACEHOLDERS = ("/path/to/mnist_sample.tgz", "/tmp/mnist-basics-store")  # -> files of the test
 
 
 def readme_commands() -> list[str]:
@@ -49,9 +49,13 @@ def test_every_readme_command_works_as_printed(tmp_path, tiny_archive):
     env = engine_env(MNIST_SAMPLE_URL=str(tiny_archive[0]))
     commands = [c for c in readme_commands() if c not in ELSEWHERE]
     assert {"make run", "dvc repro", "snakemake --report report.html"} <= set(commands)
+    stand_ins = dict(zip(PLACEHOLDERS, (str(tiny_archive[0]), str(tmp_path / "store")),
+                         strict=True))
     for cmd in commands:
-        for placeholder in PLACEHOLDERS:
-            cmd = cmd.replace(placeholder, str(tiny_archive[0]))
+        for placeholder, path in stand_ins.items():
+            cmd = cmd.replace(placeholder, path)
         r = sh("bash", "-c", cmd, cwd=proj, env=env, check=False, timeout=900)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert (proj / "reports/index.html").exists() and (proj / "report.html").exists()
+    assert len(list((proj / "seen").glob("*.png"))) == 2  # predict --show, one per picture
+    assert any((tmp_path / "store").rglob("*"))  # make push filled the remote
