@@ -92,6 +92,12 @@ class SgdExample(Section):
     steps: PositiveInt
 
 
+class Report(Section):
+    """The report page (stage `report`); mnist_basics/i18n.py holds its catalogues."""
+
+    lang: Literal["en", "et"]  # the page's language: English or Estonian
+
+
 SECTIONS: dict[str, type[Section]] = {
     "sgd_example": SgdExample,
     "data": Data,
@@ -99,6 +105,7 @@ SECTIONS: dict[str, type[Section]] = {
     "linear": Linear,
     "mlp": Mlp,
     "resnet18": Resnet18,
+    "report": Report,
 }
 
 

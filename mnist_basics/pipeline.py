@@ -234,8 +234,11 @@ STAGES: list[Stage] = [
                 for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
         outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
         code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
-              "mnist_basics/templates/report.html.j2"],
-        params=["data", "sgd_example", "train", *TRAINED],
+              "mnist_basics/i18n.py", "mnist_basics/try_it.py",
+              "mnist_basics/templates/report.html.j2", "mnist_basics/templates/try_it.html.j2",
+              "mnist_basics/templates/prepare.js",
+              "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
+        params=["data", "sgd_example", "train", *TRAINED, "report"],
     ),
 ]
 

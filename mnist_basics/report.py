@@ -7,6 +7,10 @@ timings, checkpoints, validation predictions), draws the chapter's figures and w
 - `reports/accuracy.csv`: the accuracy table of the page, one row per method.
 
 A stage that has not run yet leaves a note in place of its section; the report still renders.
+The page is in the language of params.yaml `report.lang` (mnist_basics/i18n.py): every string
+shown on it, in the template or drawn into a figure here, is a gettext message, and numbers are
+formatted the same way in every language. accuracy.csv is data, in English whatever the page's
+language.
 Arrays are read with safetensors' numpy loader and figures are drawn with matplotlib's Agg
 canvas: the report never imports torch (seconds of start-up) or pyplot (global state).
 """
@@ -33,6 +37,8 @@ from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
 from mnist_basics.cli import parser as stage_parser
 from mnist_basics.data import CLASSES, LABEL, SIZE, SPLITS
+from mnist_basics.i18n import N_, SOURCE, install, language, ngettext
+from mnist_basics.i18n import gettext as _
 from mnist_basics.pipeline import METHODS, STAGES, WALL_CLOCK, report_flag
 
 if TYPE_CHECKING:
@@ -40,20 +46,23 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DPI = 100
-SECTIONS = {  # id -> heading, in the chapter's order
-    "summary": "Summary",
-    "accuracy": "Accuracy",
-    "data": "The data",
-    "pixel-similarity": "Pixel similarity",
-    "linear": "Linear model",
-    "mlp": "A neural network: simple_net",
+SECTIONS = {  # id -> heading, in the chapter's order (in English: build() translates them)
+    "summary": N_("Summary"),
+    "accuracy": N_("Accuracy"),
+    "data": N_("The data"),
+    "pixel-similarity": N_("Pixel similarity"),
+    "sgd": N_("Stochastic gradient descent"),
+    "loss-function": N_("The loss function"),
+    "linear": N_("Linear model"),
+    "mlp": N_("A neural network: simple_net"),
     "resnet18": "resnet18",
-    "mistakes": "Mistakes",
-    "reproducibility": "Reproducibility",
+    "mistakes": N_("Mistakes"),
+    "try-it": N_("Try it"),
+    "reproducibility": N_("Reproducibility"),
 }
-TITLES = {
-    "pixel_mean": "pixel mean (L1)",
-    "pixel_mean_rmse": "pixel mean (RMSE)",
+TITLES = {  # each row of the accuracy table: accuracy.csv keeps these, the page translates them
+    "pixel_mean": N_("pixel mean (L1)"),
+    "pixel_mean_rmse": N_("pixel mean (RMSE)"),
     "linear": "linear",
     "mlp": "mlp",
     "resnet18": "resnet18",
@@ -62,6 +71,7 @@ TITLES = {
 BOOK = {"pixel_mean": 0.9511, "pixel_mean_rmse": None, "linear": 0.9696, "mlp": 0.982826,
         "resnet18": 0.997056}
 BOOK_PIXEL_MEAN = {"accuracy_3": 0.9168, "accuracy_7": 0.9854}
+BOOK_NN_LINEAR = 0.9785  # nn.Linear(28*28, 1) for 20 epochs, with BasicOptim, then with SGD
 # The book's distances from its sample 3 (`a_3 = stacked_threes[1]`) to the ideal digits.
 BOOK_SAMPLE = {("l1", "3"): 0.1114, ("rmse", "3"): 0.2021,
                ("l1", "7"): 0.1586, ("rmse", "7"): 0.3021}
@@ -74,6 +84,8 @@ NEEDS = {
     "checkpoint": {"pixel_mean": {"mean3", "mean7"}, "linear": {"weights"}, "mlp": {"0.weight"}},
     "predictions": {"pixel_mean": {"prob3", "l1_3", "l1_7", "rmse_3", "rmse_7"}},
 }
+SGD_NEEDS = {"time", "speed", "params", "preds", "loss", "curve_x", "curve_sigmoid",
+             "curve_relu", "curve_square"}
 RERUN = ("snakemake --cores 4 --resources gpu=1", "dvc repro", "dvc exp run -S mlp.lr=0.05")
 
 
@@ -153,6 +165,8 @@ class Run:
     history: dict[str, list[dict]] = field(default_factory=dict)
     timing: dict[str, dict] = field(default_factory=dict)
     steps: list[dict] | None = None
+    sgd_example: dict | None = None  # the walk-through's tensors, steps and examples
+    nn_linear: dict | None = None  # the two nn.Linear variants: metrics and history
 
     def missing(self, method: str) -> list[str]:
         return [str(p) for p in self.inputs.of(method) if not p.exists()]
@@ -179,13 +193,21 @@ def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
     steps = inputs.files["resnet18"]["steps"]
     if steps.exists():
         run.steps = read_rows(steps)
+    sgd = inputs.files["sgd_example"]
+    if all(p.exists() for p in sgd.values()):
+        run.sgd_example = {"tensors": read_arrays(sgd["tensors"], SGD_NEEDS, "sgd_example"),
+                           "metrics": read_json(sgd["metrics"]), "steps": read_rows(sgd["steps"])}
+    nn = inputs.files["nn_linear"]
+    if all(p.exists() for p in nn.values()):
+        run.nn_linear = {"metrics": read_json(nn["metrics"]), "history": read_rows(nn["history"])}
     if run.tensors is not None:
         n = len(run.tensors["valid_y"])
         for method, p in run.predictions.items():
             if len(p["prob3"]) != n:
                 raise PipelineError(
                     f"{inputs.kind('predictions')[method]}: prob3 holds {len(p['prob3'])} "
-                    f"digits but {inputs.tensors} has {n} validation digits; rerun the {method} stage")
+                    f"digits but {inputs.tensors} has {n} validation digits; "
+                    f"rerun the {method} stage")
     return run
 
 
@@ -193,15 +215,17 @@ def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
 def key_params(method: str, params: Mapping[str, dict]) -> str:
     """The few params that make a method's result, in words."""
     if method.startswith("pixel_mean"):
-        return "no training: the mean of each class's training images"
+        return _("no training: the mean of each class's training images")
     p = params[method]
-    epochs = f"{p['epochs']} epoch{'s' if p['epochs'] != 1 else ''}"
+    v = {"lr": p["lr"], "batch": p["batch_size"],
+         "epochs": ngettext("%(n)s epoch", "%(n)s epochs", p["epochs"]) % {"n": p["epochs"]}}
     if method == "linear":
-        return f"lr {p['lr']}, batch {p['batch_size']}, {epochs}"
+        return _("lr %(lr)s, batch %(batch)s, %(epochs)s") % v
     if method == "mlp":
-        return f"lr {p['lr']}, batch {p['batch_size']}, {epochs}, {p['hidden']} hidden"
-    return (f"one-cycle to lr {p['lr']}, batch {p['batch_size']}, {epochs}, "
-            f"weight decay {p['weight_decay']}" + (", bf16" if p["bf16"] else ""))
+        return _("lr %(lr)s, batch %(batch)s, %(epochs)s, %(hidden)s hidden") % {
+            **v, "hidden": p["hidden"]}
+    return (_("one-cycle to lr %(lr)s, batch %(batch)s, %(epochs)s, weight decay %(wd)s") % {
+        **v, "wd": p["weight_decay"]} + (", bf16" if p["bf16"] else ""))
 
 
 def row_source(key: str) -> tuple[str, str]:
@@ -234,7 +258,7 @@ def accuracy_table(run: Run) -> list[dict[str, object]]:
     out = []
     for key, row in zip(TITLES, accuracy_rows(run), strict=True):
         t = run.timing.get(row_source(key)[0], {})
-        out.append({**row, "train_seconds": t.get("train_seconds"),
+        out.append({**row, "method": _(row["method"]), "train_seconds": t.get("train_seconds"),
                     "images_per_second": t.get("images_per_second")})
     return out
 
@@ -307,22 +331,28 @@ def history_chart(method: str, rows: Sequence[Mapping], book: float | None) -> F
     """Loss (train and validation) and validation accuracy per epoch."""
     epochs = [r["epoch"] for r in rows]
     fig, (loss, acc) = _canvas(9, 3.2, ncols=2)
-    loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", label="train")
-    loss.plot(epochs, [r["valid_loss"] for r in rows], marker=".", label="validation")
-    loss.set(title=f"{method}: mnist_loss per epoch", xlabel="epoch", ylabel="loss")
+    loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", label=_("train"))
+    loss.plot(epochs, [r["valid_loss"] for r in rows], marker=".", label=_("validation"))
+    loss.set(title=_("%(method)s: mnist_loss per epoch") % {"method": method},
+             xlabel=_("epoch"), ylabel=_("loss"))
     loss.legend()
     acc.plot(epochs, [r["valid_accuracy"] for r in rows], marker=".", color="C2",
-             label="this run")
+             label=_("this run"))
     if book:
-        acc.axhline(book, color="grey", linestyle="--", label=f"book ({book})")
-    acc.set(title=f"{method}: validation accuracy per epoch", xlabel="epoch",
-            ylabel="accuracy")
+        acc.axhline(book, color="grey", linestyle="--",
+                    label=_("book (%(book)s)") % {"book": book})
+    acc.set(title=_("%(method)s: validation accuracy per epoch") % {"method": method},
+            xlabel=_("epoch"), ylabel=_("accuracy"))
     acc.legend(loc="lower right")
     _whole_epochs(len(rows), loss, acc)
     last = rows[-1]
-    alt = (f"Two line charts for {method} over {len(rows)} epochs: training loss ends at "
-           f"{_fmt(last['train_loss'])} and validation loss at {_fmt(last['valid_loss'])}; "
-           f"validation accuracy ends at {_fmt(last['valid_accuracy'])}.")
+    alt = ngettext(
+        "Two line charts for %(method)s over %(n)s epoch: training loss ends at %(train)s "
+        "and validation loss at %(valid)s; validation accuracy ends at %(acc)s.",
+        "Two line charts for %(method)s over %(n)s epochs: training loss ends at %(train)s "
+        "and validation loss at %(valid)s; validation accuracy ends at %(acc)s.",
+        len(rows)) % {"method": method, "n": len(rows), "train": _fmt(last["train_loss"]),
+                      "valid": _fmt(last["valid_loss"]), "acc": _fmt(last["valid_accuracy"])}
     return _chart(fig, alt)
 
 
@@ -340,7 +370,7 @@ def _whole_epochs(epochs: int, *axes) -> None:
 
 
 def _fmt(v: float | None, places: int = 4) -> str:
-    return "n/a" if v is None else f"{v:.{places}f}"
+    return _("n/a") if v is None else f"{v:.{places}f}"
 
 
 def _symmetric(w: np.ndarray) -> float:
@@ -354,10 +384,12 @@ def linear_weights_chart(weights: np.ndarray) -> Figure:
     v = _symmetric(w)
     fig, ax = _canvas(4.6, 3.9)
     im = ax.imshow(w, cmap="RdBu", vmin=-v, vmax=v)
-    ax.set(title="linear1 weights as a 28×28 image", xlabel="pixel column", ylabel="pixel row")
-    fig.colorbar(im, ax=ax, label="weight (blue: evidence for a 3)")
-    alt = (f"Heat map of the linear model's 784 weights in the shape of a digit; the colour "
-           f"scale is centred on 0 and runs from {-v:.2f} (red, a 7) to {v:.2f} (blue, a 3).")
+    ax.set(title=_("linear1 weights as a 28×28 image"), xlabel=_("pixel column"),
+           ylabel=_("pixel row"))
+    fig.colorbar(im, ax=ax, label=_("weight (blue: evidence for a 3)"))
+    alt = _("Heat map of the linear model's 784 weights in the shape of a digit; the colour "
+            "scale is centred on 0 and runs from %(lo)s (red, a 7) to %(hi)s (blue, a 3).") % {
+        "lo": f"{-v:.2f}", "hi": f"{v:.2f}"}
     return _chart(fig, alt)
 
 
@@ -378,12 +410,13 @@ def hidden_units_chart(w: np.ndarray) -> Figure:
     im = ax.imshow(grid, cmap=cmap, vmin=-1, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set(title=f"The {len(tiles)} hidden units' weights (28×28 each)",
-           xlabel=f"units 1–{cols} in the first row, {cols + 1}–{2 * cols} in the next, …",
-           ylabel=f"rows of {cols} units")
-    fig.colorbar(im, ax=ax, label="weight / the unit's largest |weight|", shrink=0.8)
-    alt = (f"A grid of {len(tiles)} small heat maps, one per hidden unit of simple_net, each "
-           "showing which pixels push that unit up (blue) or down (red).")
+    ax.set(title=_("The %(n)s hidden units' weights (28×28 each)") % {"n": len(tiles)},
+           xlabel=_("units 1–%(cols)s in the first row, %(next)s–%(cols2)s in the next, …") % {
+               "cols": cols, "next": cols + 1, "cols2": 2 * cols},
+           ylabel=_("rows of %(cols)s units") % {"cols": cols})
+    fig.colorbar(im, ax=ax, label=_("weight / the unit's largest |weight|"), shrink=0.8)
+    alt = _("A grid of %(n)s small heat maps, one per hidden unit of simple_net, each showing "
+            "which pixels push that unit up (blue) or down (red).") % {"n": len(tiles)}
     return _chart(fig, alt)
 
 
@@ -396,11 +429,12 @@ def distances_chart(pred: Mapping[str, np.ndarray], y: np.ndarray) -> Figure:
             ax = axes[row, col]
             d = pred[f"{dist}_{ideal}"]
             ax.hist([d[threes], d[~threes]], bins=40, histtype="stepfilled", alpha=0.55,
-                    label=["3s", "7s"], color=["C0", "C3"])
-            ax.set(title=f"{name} to mean{ideal}", xlabel="distance", ylabel="digits")
+                    label=[_("3s"), _("7s")], color=["C0", "C3"])
+            ax.set(title=_("%(distance)s to mean%(ideal)s") % {"distance": name, "ideal": ideal},
+                   xlabel=_("distance"), ylabel=_("digits"))
             ax.legend()
-    alt = ("Four histograms of the validation digits' distances: L1 and RMSE to the ideal 3 "
-           "and to the ideal 7, with the true 3s and true 7s drawn separately.")
+    alt = _("Four histograms of the validation digits' distances: L1 and RMSE to the ideal 3 "
+            "and to the ideal 7, with the true 3s and true 7s drawn separately.")
     return _chart(fig, alt)
 
 
@@ -411,20 +445,62 @@ def resnet18_chart(steps: Sequence[Mapping] | None, rows: Sequence[Mapping] | No
         x = [s["step"] for s in steps]
         loss.plot(x, [s["loss"] for s in steps], linewidth=1)
         lr.plot(x, [s["lr"] for s in steps], color="C1")
-    loss.set(title="resnet18: training loss per step", xlabel="step", ylabel="loss")
-    lr.set(title="one-cycle learning rate", xlabel="step", ylabel="learning rate")
+    loss.set(title=_("resnet18: training loss per step"), xlabel=_("step"), ylabel=_("loss"))
+    lr.set(title=_("one-cycle learning rate"), xlabel=_("step"), ylabel=_("learning rate"))
     if rows:
         acc.plot([r["epoch"] for r in rows], [r["valid_accuracy"] for r in rows],
-                 marker="o", color="C2", label="this run")
-    acc.axhline(BOOK["resnet18"], color="grey", linestyle="--", label=f"book ({BOOK['resnet18']})")
-    acc.set(title="resnet18: validation accuracy", xlabel="epoch", ylabel="accuracy")
+                 marker="o", color="C2", label=_("this run"))
+    acc.axhline(BOOK["resnet18"], color="grey", linestyle="--",
+                label=_("book (%(book)s)") % {"book": BOOK["resnet18"]})
+    acc.set(title=_("resnet18: validation accuracy"), xlabel=_("epoch"), ylabel=_("accuracy"))
     acc.legend(loc="lower right")
     _whole_epochs(len(rows or [None]), acc)
     peak = max((s["lr"] for s in steps), default=0) if steps else 0
-    alt = (f"Three charts for resnet18: training loss over {len(steps or [])} steps; the "
-           f"learning rate rising to {peak:g} and annealing back down (one cycle); and "
-           "validation accuracy per epoch against the book's.")
+    alt = _("Three charts for resnet18: training loss over %(steps)s steps; the learning rate "
+            "rising to %(peak)s and annealing back down (one cycle); and validation accuracy "
+            "per epoch against the book's.") % {"steps": len(steps or []), "peak": f"{peak:g}"}
     return _chart(fig, alt)
+
+
+def four_panels_chart(t: Mapping[str, np.ndarray]) -> Figure:
+    """The chapter's figure: the speeds (blue) and the predictions (red) of the first 4 steps."""
+    fig, axes = _canvas(12, 3, ncols=4)
+    for i, ax in enumerate(axes):
+        ax.scatter(t["time"], t["speed"], s=16)
+        ax.scatter(t["time"], t["preds"][i], s=16, color="red")
+        ax.set_ylim(-300, 100)
+        ax.set(title=_("step %(step)s: loss %(loss)s") % {"step": i + 1,
+                                                          "loss": f"{t['loss'][i]:.1f}"},
+               xlabel=_("time"))
+    axes[0].set_ylabel(_("speed"))
+    alt = _("Four scatter plots of the 20 measured speeds against time, a U shape, with the "
+            "quadratic's predictions in red at each of the first four steps of SGD.")
+    return _chart(fig, alt)
+
+
+def curve_chart(x: np.ndarray, y: np.ndarray, title: str, *, point: float | None = None) -> Figure:
+    """One of the chapter's function plots; `point` marks f at that x in red."""
+    import numpy as np
+
+    fig, ax = _canvas(4.2, 3)
+    ax.plot(x, y)
+    if point is not None:
+        ax.scatter([point], [np.interp(point, x, y)], color="red", zorder=3)
+    ax.set(title=title, xlabel="x")
+    ax.grid(alpha=0.3)
+    return _chart(fig, _("A plot of %(title)s for x from %(lo)s to %(hi)s.") % {
+        "title": title, "lo": f"{x[0]:g}", "hi": f"{x[-1]:g}"})
+
+
+def pixels_table(im3: np.ndarray) -> str:
+    """The chapter's `df.style.background_gradient('Greys')` of im3's pixels [4:15, 4:22]."""
+    import pandas as pd
+    from markupsafe import Markup
+
+    df = pd.DataFrame(im3[4:15, 4:22], index=range(4, 15), columns=range(4, 22))
+    styled = (df.style.set_uuid("im3").background_gradient("Greys")
+              .set_properties(**{"font-size": "7pt", "padding": "1px 3px"}))
+    return Markup(styled.to_html())  # pandas' own HTML: numbers and inline colours only
 
 
 # -- Sections --------------------------------------------------------------------------------
@@ -448,10 +524,12 @@ def mistakes(prob3: np.ndarray, y: np.ndarray, x: np.ndarray, title: str) -> dic
     shown = []
     for i in order:
         truth, called = ("3", "7") if y[i] == LABEL["3"] else ("7", "3")
+        v = {"i": i, "truth": truth, "title": title, "called": called,
+             "confidence": f"{confidence[i]:.2f}"}
         shown.append(_picture(
-            ink(x[i]), f"Validation digit {i}: a {truth} that {title} called a {called} "
-            f"with confidence {confidence[i]:.2f}.", scale=3,
-            caption=f"a {truth}, called {called} ({confidence[i]:.2f})"))
+            ink(x[i]), _("Validation digit %(i)s: a %(truth)s that %(title)s called a "
+                         "%(called)s with confidence %(confidence)s.") % v, scale=3,
+            caption=_("a %(truth)s, called %(called)s (%(confidence)s)") % v))
     return {"count": len(wrong), "total": len(y), "shown": shown}
 
 
@@ -467,30 +545,39 @@ def read_counts(path: Path) -> dict[str, dict[str, int]]:
 
 
 def data_section(run: Run) -> dict:
-    out: dict = {"counts": run.counts, "samples": [],
+    out: dict = {"counts": run.counts, "samples": [], "im3": None,
                  "missing": [str(p) for p in (run.inputs.counts, run.inputs.tensors)
                              if not p.exists()]}
     if run.tensors is None:
         return out
     x, y = run.tensors["train_x"], run.tensors["train_y"]
+    stacked_threes = x[y == LABEL["3"]]  # [6131, 28, 28]: the chapter's stack of every 3
+    im3 = stacked_threes[1]  # the chapter's im3: the second 3, by file name
+    out["im3"] = {"picture": _picture(ink(im3), _("The chapter's im3: a training 3."), scale=4,
+                                      caption="im3"),
+                  "table": pixels_table(im3),
+                  "shape": list(stacked_threes.shape), "rank": stacked_threes.ndim}
     for digit in CLASSES:
         first = x[y == LABEL[digit]][:SAMPLES_SHOWN]  # [24, 28, 28], in the files' order
+        v = {"n": len(first), "digit": digit}
         out["samples"].append(_picture(
-            montage(ink(first), cols=12), f"The first {len(first)} training {digit}s, "
-            "handwritten in dark ink on white.", scale=2, caption=f"training {digit}s"))
+            montage(ink(first), cols=12), _("The first %(n)s training %(digit)ss, handwritten "
+                                            "in dark ink on white.") % v,
+            scale=2, caption=_("training %(digit)ss") % v))
     return out
 
 
 def pixel_section(run: Run) -> dict:
     out: dict = {"missing": run.missing("pixel_mean"), "ideal": [], "sample": None,
-                 "distances": None, "book": BOOK_PIXEL_MEAN,
+                 "distances": None, "broadcast": None, "book": BOOK_PIXEL_MEAN,
                  "metrics": run.metrics.get("pixel_mean")}
     state = run.checkpoint.get("pixel_mean")
     if state is not None:
         for digit in "37":
             out["ideal"].append(_picture(
-                ink(state[f"mean{digit}"]), f"The ideal {digit}: the mean of every training "
-                f"{digit}, a blurry {digit}.", scale=4, caption=f"mean{digit}"))
+                ink(state[f"mean{digit}"]), _("The ideal %(digit)s: the mean of every training "
+                                              "%(digit)s, a blurry %(digit)s.") % {"digit": digit},
+                scale=4, caption=f"mean{digit}"))
     if state is not None and run.tensors is not None:
         x, y = run.tensors["train_x"], run.tensors["train_y"]
         a_3 = x[y == LABEL["3"]][1].astype("float32") / 255  # the book's stacked_threes[1]
@@ -504,22 +591,50 @@ def pixel_section(run: Run) -> dict:
         nearer = {r["distance"]: "3" if r["value"] < o["value"] else "7"
                   for r, o in zip(rows[::2], rows[1::2], strict=True)}  # L1, RMSE
         out["sample"] = {
-            "verdict": (f"By both distances a_3 is nearer the ideal {nearer['L1']}."
+            "verdict": (_("By both distances a_3 is nearer the ideal %(l1)s.")
                         if nearer["L1"] == nearer["RMSE"] else
-                        f"By L1 a_3 is nearer the ideal {nearer['L1']}, by RMSE the ideal "
-                        f"{nearer['RMSE']}."),
-            "picture": _picture(ink(x[y == LABEL["3"]][1]), "The sample 3: the second "
-                                "training 3 (the book's a_3).", scale=4, caption="a_3"),
+                        _("By L1 a_3 is nearer the ideal %(l1)s, by RMSE the ideal %(rmse)s.")
+                        ) % {"l1": nearer["L1"], "rmse": nearer["RMSE"]},
+            "picture": _picture(ink(x[y == LABEL["3"]][1]), _("The sample 3: the second "
+                                "training 3 (the book's a_3)."), scale=4, caption="a_3"),
             "rows": rows,
         }
     pred = run.predictions.get("pixel_mean")
     if pred is not None and run.tensors is not None:
         out["distances"] = distances_chart(pred, run.tensors["valid_y"])
+        threes = run.tensors["valid_y"] == LABEL["3"]
+        # The pixel_mean stage computed mnist_distance(valid_3_tens, mean3) by broadcasting.
+        out["broadcast"] = {"valid": [int(threes.sum()), SIZE, SIZE],
+                            "dist": list(pred["l1_3"][threes].shape)}
+    return out
+
+
+def sgd_section(run: Run) -> dict:
+    out: dict = {"missing": [str(p) for p in run.inputs.of("sgd_example") if not p.exists()],
+                 "params": run.params.get("sgd_example"), "panels": None}
+    if run.sgd_example is None:
+        return out
+    t, m = run.sgd_example["tensors"], run.sgd_example["metrics"]
+    out.update(panels=four_panels_chart(t), steps=run.sgd_example["steps"],
+               gradients=m["gradients"],
+               square=curve_chart(t["curve_x"], t["curve_square"], "f(x) = x**2", point=-1.5))
+    return out
+
+
+def loss_section(run: Run) -> dict:
+    out: dict = {"missing": [str(p) for p in run.inputs.of("sgd_example") if not p.exists()],
+                 "examples": None}
+    if run.sgd_example is None:
+        return out
+    t = run.sgd_example["tensors"]
+    out.update(examples=run.sgd_example["metrics"]["mnist_loss"],
+               sigmoid=curve_chart(t["curve_x"], t["curve_sigmoid"], _("sigmoid")))
     return out
 
 
 def model_section(run: Run, method: str) -> dict:
-    out: dict = {"missing": run.missing(method), "charts": [], "metrics": run.metrics.get(method)}
+    out: dict = {"missing": run.missing(method), "charts": [], "metrics": run.metrics.get(method),
+                 "relu": None, "variants": None}
     if method in run.history:
         out["charts"].append(history_chart(method, run.history[method], BOOK[method]))
     state = run.checkpoint.get(method)
@@ -527,6 +642,11 @@ def model_section(run: Run, method: str) -> dict:
         out["charts"].append(linear_weights_chart(state["weights"]))
     if method == "mlp" and state is not None:
         out["charts"].append(hidden_units_chart(state["0.weight"]))
+    if method == "mlp" and run.sgd_example is not None:
+        t = run.sgd_example["tensors"]
+        out["relu"] = curve_chart(t["curve_x"], t["curve_relu"], "ReLU: max(x, 0)")
+    if method == "linear" and run.nn_linear is not None:
+        out["variants"] = {"metrics": run.nn_linear["metrics"], "book": BOOK_NN_LINEAR}
     return out
 
 
@@ -544,7 +664,7 @@ def resnet18_section(run: Run) -> dict:
 def mistakes_section(run: Run) -> list[dict]:
     out = []
     for method in METHODS:
-        title = TITLES[method]
+        title = _(TITLES[method])
         item: dict = {"method": method, "title": title, "result": None, "missing": [],
                       "stage": method if method not in run.predictions else "stack"}
         pred = run.predictions.get(method)
@@ -556,6 +676,15 @@ def mistakes_section(run: Run) -> list[dict]:
             item["result"] = mistakes(pred["prob3"], v["valid_y"], v["valid_x"], title)
         out.append(item)
     return out
+
+
+def try_it_section(run: Run) -> dict:
+    """The drawing panel, with this run's pixel_mean, linear and mlp (each None if missing)."""
+    from mnist_basics.try_it import context
+
+    number = list(SECTIONS).index("try-it") + 1
+    return context(**{m: run.checkpoint.get(m) for m in ("pixel_mean", "linear", "mlp")},
+                   heading=f"{number}. {_(SECTIONS['try-it'])}")
 
 
 def git_state(cwd: Path) -> dict[str, object]:
@@ -609,14 +738,14 @@ def versions() -> dict[str, str]:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
+            out[name] = _("not installed")
     return out
 
 
 def wall_times(run: Run) -> dict:
     rows = [{"stage": m, "seconds": run.timing[m].get("seconds"),
              "train_seconds": run.timing[m].get("train_seconds"),
-             "device": run.timing[m].get("device", "unknown"),
+             "device": run.timing[m].get("device", _("unknown")),
              "threads": run.timing[m].get("threads")}
             if m in run.timing else {"stage": m, "seconds": None}
             for m in METHODS]
@@ -646,11 +775,22 @@ def file_hashes(inputs: Inputs) -> list[dict]:
     return rows
 
 
+def page_language(params: Mapping[str, Mapping]) -> str:
+    """params.yaml's `report.lang`; English where the section is not there."""
+    return params.get("report", {}).get("lang", SOURCE)
+
+
 def build(run: Run, *, now: dt.datetime | None = None, cwd: Path | None = None) -> dict:
-    """Everything the template shows, figures included."""
+    """Everything the template shows, figures included, in the page's language."""
+    with language(page_language(run.params)):
+        return _build(run, now=now, cwd=cwd)
+
+
+def _build(run: Run, *, now: dt.datetime | None, cwd: Path | None) -> dict:
     now = now or dt.datetime.now(dt.UTC)
     return {
-        "sections": SECTIONS,
+        "lang": page_language(run.params),
+        "sections": {k: _(heading) for k, heading in SECTIONS.items()},
         "generated": now.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "git": git_state(cwd or Path.cwd()),
         "versions": versions(),
@@ -661,27 +801,38 @@ def build(run: Run, *, now: dt.datetime | None = None, cwd: Path | None = None) 
         "n_valid": len(run.tensors["valid_y"]) if run.tensors is not None else None,
         "data": data_section(run),
         "pixel": pixel_section(run),
+        "sgd": sgd_section(run),
+        "loss": loss_section(run),
         "linear": model_section(run, "linear"),
         "mlp": model_section(run, "mlp"),
         "resnet18": resnet18_section(run),
         "mistakes": mistakes_section(run),
+        "try_it": try_it_section(run),
         "hashes": file_hashes(run.inputs),
         "rerun": RERUN,
     }
 
 
-def render(context: Mapping) -> str:
+def environment(lang: str = SOURCE):
+    """The templates' Jinja environment, in a language: autoescape, i18n, the `num` filter."""
     import jinja2
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,  # a param such as "<script>" is shown as text, never run
         undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
+        trim_blocks=True,  # as babel.cfg extracts the templates' messages
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    install(env, lang)  # {% trans %} and _() in every template
     env.filters["num"] = _num
-    return env.get_template("report.html.j2").render(**context)
+    return env
+
+
+def render(context: Mapping) -> str:
+    return environment(context.get("lang", SOURCE)).get_template("report.html.j2").render(
+        **context)
 
 
 def _num(v: object, spec: str = ".6f") -> str:

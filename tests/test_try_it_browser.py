@@ -10,7 +10,7 @@
 
 `panel_page` renders the panel inside a minimal page, as the report renders its own (the
 report's environment: autoescape, StrictUndefined); once the report includes the panel, it
-can render the report instead. Needs /usr/bin/chromium: `make browser` installs it.
+can render the report instead. Needs /usr/bin/chromium: `make test-deps` installs it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pytest
 from PIL import Image
 
 from mnist_basics import PipelineError
+from mnist_basics.pipeline import checkpoint
 from mnist_basics.prepare import NoDigit, prepare, read_picture
 from mnist_basics.try_it import context, embedded_bytes
 from tests.handwriting import digit, render, sample
@@ -37,7 +38,6 @@ from tests.test_prepare import real_models
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TEMPLATES = Path(__file__).resolve().parent.parent / "mnist_basics" / "templates"
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Try it</title></head>
 <body>
@@ -47,13 +47,10 @@ PAGE = """<!DOCTYPE html>
 
 
 def panel_page(try_it: dict) -> str:
-    """A minimal page holding the panel, rendered the way the report renders its page."""
-    import jinja2
+    """A minimal page holding the panel, rendered in the report's own environment."""
+    from mnist_basics.report import environment
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    return env.from_string(PAGE).render(try_it=try_it)
+    return environment().from_string(PAGE).render(try_it=try_it)
 
 
 def checkpoints(models: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -67,7 +64,7 @@ def checkpoints(models: Path) -> dict[str, dict[str, np.ndarray]]:
 def chromium() -> Path:
     """Debian's Chromium; its absence fails the test (a skip would hide an untested page)."""
     if shutil.which(str(CHROMIUM)) is None:
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's headless Chromium")
+        pytest.fail(f"{CHROMIUM} is missing: `make test-deps` installs Debian's headless Chromium")
     return CHROMIUM
 
 
@@ -279,15 +276,28 @@ def models(tmp_path_factory, real_tensors) -> Path:
     return real_models(tmp_path_factory, real_tensors)
 
 
+def report_page(root: Path, models: Path, lang: str = "en") -> str:
+    """The report itself, rendered from artifacts at `root` with these real checkpoints."""
+    from tests.test_i18n import render_page
+    from tests.test_report import write_artifacts
+
+    write_artifacts(root)
+    for name in ("pixel_mean", "linear", "mlp"):
+        shutil.copy(models / f"{name}.safetensors", root / checkpoint(name))
+    return render_page(root, lang)
+
+
 @pytest.mark.slow
 @pytest.mark.browser
-def test_draw_a_3_and_a_7_and_predict_agrees(models, tmp_path, capsys):
+@pytest.mark.parametrize("lang", ["en", "et"])
+def test_draw_a_3_and_a_7_and_predict_agrees(models, tmp_path, capsys, lang):
+    """In the report's own Try it section, in each of its languages."""
     from mnist_basics.__main__ import main
 
     saved = {}
     state = checkpoints(models)
     with chromium_tab(tmp_path) as tab:
-        page = tab.open(panel_page(context(**state)))
+        page = tab.open(report_page(tmp_path / "run", models, lang))
         for label in (3, 7):
             page.click("#try-it-clear")
             draw(page, label)
@@ -298,7 +308,7 @@ def test_draw_a_3_and_a_7_and_predict_agrees(models, tmp_path, capsys):
             download.value.save_as(path)
             assert download.value.suggested_filename == "drawing.png"
             saved[label] = (path, seen, page.text_content("#try-it-linear .p3"))
-        page.screenshot(path=str(tmp_path / "panel.png"), full_page=True)
+        page.locator("#try-it").screenshot(path=str(tmp_path / f"try-it-{lang}.png"))
     assert tab.errors == [] and tab.asked == []
 
     for label, (path, seen, shown) in saved.items():
