@@ -18,9 +18,10 @@ from mnist_basics.pipeline import ACCURACY_CSV, METHODS, PARAMS, REPORT, STAGES,
 configfile: PARAMS
 
 
-# Validate every section before anything runs, with the stages' own error messages.
+# Validate every section before anything runs, with the stages' own error messages; the
+# values, as the stages read them, are what dvc.lock's are compared with (bridge rule 2).
 try:
-    load(PARAMS, *config)
+    VALUES = {name: section.model_dump() for name, section in load(PARAMS, *config).items()}
 except PipelineError as e:
     raise WorkflowError(str(e)) from None
 
@@ -52,7 +53,7 @@ for s in STAGES:
     rule:
         name: s.name
         # params.yaml only while the stage's sections differ from dvc.lock's (bridge rule 2).
-        input: [*s.deps, *([PARAMS] if bridge.params_changed(s, config, LOCK) else [])]
+        input: [*s.deps, *([PARAMS] if bridge.params_changed(s, VALUES, LOCK) else [])]
         output: [declared(p) for p in s.all_outputs]
         # `shell:` is evaluated when the job runs, after this loop has moved on: bind now.
         params: cmd=s.cmd

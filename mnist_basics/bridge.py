@@ -35,8 +35,7 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import yaml
-
+from mnist_basics.params import load_yaml
 from mnist_basics.pipeline import PARAMS, Stage
 
 BUSY = ("another DVC process (a `dvc repro`?) is working in this project; wait for it to "
@@ -44,11 +43,11 @@ BUSY = ("another DVC process (a `dvc repro`?) is working in this project; wait f
 
 
 def read_lock(path: str | Path = "dvc.lock") -> dict:
-    """dvc.lock's stages, or {} before anything was recorded."""
+    """dvc.lock's stages, or {} before anything was recorded (read as DVC wrote it: YAML 1.2)."""
     path = Path(path)
     if not path.exists():
         return {}
-    return (yaml.safe_load(path.read_text()) or {}).get("stages", {})
+    return (load_yaml(path.read_text()) or {}).get("stages", {})
 
 
 def params_of(stage: Stage, params: Mapping[str, Mapping]) -> dict:

@@ -12,6 +12,7 @@ A bad value fails with one line that names the key and what is allowed:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -137,10 +138,29 @@ def _fail(path: Path, msg: str) -> PipelineError:
     return PipelineError(f"{path}: {msg}")
 
 
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 (and DVC, which writes params.yaml
+    for `dvc exp run -S` and dvc.lock) do: `1e-05` is a number, not the string '1e-05'."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> object:
+    return yaml.load(text, Loader=Loader)  # a SafeLoader: plain data, never objects
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except FileNotFoundError:
         raise _fail(path, "not found; run from the project root or pass --params") from None
     except yaml.YAMLError as e:

@@ -1,9 +1,11 @@
 """The report: one self-contained HTML page to read beside the chapter, and the accuracy table.
 
-`python stages/report.py` reads whatever the other stages have written (metrics, histories,
-timings, checkpoints, validation predictions), draws the chapter's figures and writes
-- `reports/index.html`: every figure embedded as a PNG data: URI, inline CSS, no script, so it
-  opens from disk with no network;
+`python stages/report.py` reads every file the other stages write (metrics, histories,
+timings, checkpoints, validation predictions, the walk-through), draws the chapter's figures
+and writes
+- `reports/index.html`: every figure embedded as a PNG data: URI, inline CSS, and only the
+  Try it section's inline script (mnist_basics/try_it.py), so it opens from disk with no
+  network;
 - `reports/accuracy.csv`: the accuracy table of the page, one row per method.
 
 A stage that has not run yet leaves a note in place of its section; the report still renders.
@@ -39,7 +41,7 @@ from mnist_basics.cli import parser as stage_parser
 from mnist_basics.data import CLASSES, LABEL, SIZE, SPLITS
 from mnist_basics.i18n import N_, SOURCE, install, language, ngettext
 from mnist_basics.i18n import gettext as _
-from mnist_basics.pipeline import METHODS, STAGES, WALL_CLOCK, report_flag
+from mnist_basics.pipeline import BY_NAME, METHODS, STAGES, WALL_CLOCK, report_flag
 
 if TYPE_CHECKING:
     import numpy as np
@@ -699,11 +701,16 @@ def git_state(cwd: Path) -> dict[str, object]:
         return done.stdout
 
     commit = (git("rev-parse", "HEAD") or "").strip()
-    changed = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    changed = git("status", "--porcelain", "-z", "--untracked-files=no") if commit else None
     if changed is None:
         return {"commit": commit or "unknown", "dirty": "unknown", "edited": [],
                 "wall_clock": []}
-    paths = [line[3:].split(" -> ")[-1] for line in changed.splitlines()]
+    # -z: each entry `XY path`, NUL-terminated and never quoted; a rename adds the old path.
+    entries = changed.split("\0")
+    paths, i = [], 0
+    while i < len(entries) and entries[i]:
+        paths.append(entries[i][3:])
+        i += 2 if entries[i][0] in "RC" else 1
     wall = [p for p in paths if p in WALL_CLOCK
             or (p == "dvc.lock" and _lock_differs_only_in_wall_clock(git, cwd))]
     edited = [p for p in paths if p not in wall]
@@ -766,12 +773,13 @@ def file_hashes(inputs: Inputs) -> list[dict]:
     """Every file this page was made from, stage by stage: path, md5, bytes (None if absent)."""
     rows = []
     for stage, files in inputs.files.items():
-        for path in files.values():
+        for flag, path in files.items():
             there = path.exists()
             rows.append({"stage": stage, "path": str(path),
                          "md5": md5_of(path) if there else None,
                          "size": path.stat().st_size if there else None,
-                         "wall_clock": str(path) in WALL_CLOCK})
+                         # by what the file is, wherever a flag put it
+                         "wall_clock": BY_NAME[stage].files[flag] in WALL_CLOCK})
     return rows
 
 

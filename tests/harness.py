@@ -200,6 +200,21 @@ def make_project(dest: Path, *, params: dict | None = None, lock: bool = False) 
     return dest
 
 
+def borrow_venv(proj: Path) -> None:
+    """Give a project copy this checkout's venv, so that `make run` and friends work there.
+
+    Each of its entries is linked, all but make's install stamp, which is made fresh: make
+    sees the venv made already and never reinstalls into it (that would point its editable
+    install at the copy).
+    """
+    venv = proj / ".venv"
+    venv.mkdir()
+    for entry in VENV_BIN.parent.iterdir():
+        if entry.name != ".installed":
+            (venv / entry.name).symlink_to(entry)
+    (venv / ".installed").touch()
+
+
 def tiny_project(dest: Path, archive: tuple[Path, str, str], params: dict | None = None) -> Path:
     """make_project, set to accept a tiny archive (by md5 and content digest), fast params."""
     _, md5, digest = archive

@@ -19,7 +19,15 @@ import yaml
 from mnist_basics.download import download
 from mnist_basics.params import load
 from mnist_basics.pipeline import ARCHIVE, WALL_CLOCK
-from tests.harness import ROOT, content_digest, engine_env, make_project, make_tiny_tree, sh
+from tests.harness import (
+    ROOT,
+    borrow_venv,
+    content_digest,
+    engine_env,
+    make_project,
+    make_tiny_tree,
+    sh,
+)
 
 
 def md5(path: Path) -> str:
@@ -70,7 +78,7 @@ def test_two_packings_of_the_same_files_give_the_same_verified_archive(tmp_path,
 def fresh_clone(tmp_path_factory, mnist_archive) -> Path:
     """The project as a clone has it, with its committed dvc.lock, after `make run`."""
     proj = make_project(tmp_path_factory.mktemp("clone") / "proj", lock=True)
-    (proj / ".venv").symlink_to(ROOT / ".venv")  # `make run` finds its venv made already
+    borrow_venv(proj)
     env = engine_env(MNIST_SAMPLE_URL=str(mnist_archive))
     env.pop("PYTHONPATH", None)
     r = sh("make", "run", cwd=proj, env=env, timeout=1200)

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.harness import ROOT, engine_env, sh, tiny_project
+from tests.harness import ROOT, borrow_venv, engine_env, sh, tiny_project
 
 # Commands another test runs, and why not here: each must still be in the README.
 ELSEWHERE = {
@@ -45,7 +45,7 @@ def test_commands_run_elsewhere_are_in_the_readme():
 @pytest.mark.slow
 def test_every_readme_command_works_as_printed(tmp_path, tiny_archive):
     proj = tiny_project(tmp_path / "proj", tiny_archive)
-    (proj / ".venv").symlink_to(ROOT / ".venv")
+    borrow_venv(proj)
     env = engine_env(MNIST_SAMPLE_URL=str(tiny_archive[0]))
     commands = [c for c in readme_commands() if c not in ELSEWHERE]
     assert {"make run", "dvc repro", "snakemake --report report.html"} <= set(commands)

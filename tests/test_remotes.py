@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import ROOT, engine_env, git_commit, make_tiny_archive, sh, tiny_project
+from tests.harness import borrow_venv, engine_env, git_commit, make_tiny_archive, sh, tiny_project
 from tests.servers import (
     ServerUnavailable,
     free_ports,
@@ -34,7 +34,7 @@ def made(tmp_path_factory) -> tuple[Path, dict]:
     (root / "archive").mkdir()
     archive = make_tiny_archive(root / "archive")
     proj = tiny_project(root / "proj", archive)
-    (proj / ".venv").symlink_to(ROOT / ".venv")  # make's venv, made already
+    borrow_venv(proj)
     home = root / "home"  # nothing of the user's ~/.ssh or ~/.aws is read
     home.mkdir()
     env = {k: v for k, v in engine_env(MNIST_SAMPLE_URL=str(archive[0])).items()
@@ -66,7 +66,7 @@ def configure(proj: Path, srv, env: dict, *, local_only: bool = False) -> None:
 
 def clone(made: Path, dest: Path, srv, env: dict) -> Path:
     sh("git", "clone", "-q", str(made), str(dest), env=env)
-    (dest / ".venv").symlink_to(ROOT / ".venv")
+    borrow_venv(dest)
     configure(dest, srv, env, local_only=True)  # secrets are per clone, never committed
     return dest
 
