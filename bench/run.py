@@ -6,7 +6,8 @@
     python bench/run.py --quick --archive tiny.tgz --out /tmp/r.json  # smoke test, any archive
 
 Everything runs in a scratch copy of the project (a fresh git repo in a temp folder, no
-outputs, the real params), so the checkout's own outputs and DVC cache are never touched.
+outputs, the real params: `tests/harness.py`'s `make_project`, which the tests use too), so
+the checkout's own outputs and DVC cache are never touched.
 Each run, in order:
 
 1. Snakemake from nothing (outputs, .snakemake, dvc.lock and DVC's cache all removed) to the
@@ -28,6 +29,7 @@ on a shared machine, take final figures when it is low.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -40,7 +42,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 import yaml
 
@@ -48,14 +49,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnist_basics.pipeline import METHODS, STAGES, metrics, timing  # noqa: E402
-
-SNAKEMAKE = ("snakemake", "--cores", "4", "--resources", "gpu=1")
-OUTPUT_DIRS = ("data", "models", "metrics")  # where stages write: never copied
-GENERATED = ("dvc.lock", "reports/index.html", "reports/accuracy.csv")
-# Short training for --quick (on a tiny archive: resnet18 needs batches smaller than it).
-QUICK_PARAMS = {"linear": {"epochs": 2}, "mlp": {"epochs": 2},
-                "resnet18": {"epochs": 1, "batch_size": 8}}
-GIB = 1024**3
+from tests.harness import (  # noqa: E402
+    FAST_PARAMS,
+    SNAKEMAKE,
+    clean_outputs,
+    engine_env,
+    local_archive,
+    make_project,
+    ran,
+    set_params,
+    sh,
+)
 
 # name -> (figure path in "figures", limit, unit): `make bench` prints each as met/missed.
 TARGETS = {
@@ -70,14 +74,6 @@ TARGETS = {
 
 
 # -- Running things --------------------------------------------------------------------------
-def engine_env(archive: Path) -> dict[str, str]:
-    """This venv first on PATH (stage commands say `python`), the archive, no thread cap."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "MNIST_SAMPLE_URL": str(archive)}
-    env.pop("OMP_NUM_THREADS", None)
-    return env
-
-
 def timed(cmd: list[str] | tuple[str, ...], cwd: Path, env: dict) -> dict:
     """Run `cmd`; its wall seconds, peak RSS in bytes (itself or any child) and output."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -96,60 +92,19 @@ def timed(cmd: list[str] | tuple[str, ...], cwd: Path, env: dict) -> dict:
             "stderr": stderr}
 
 
-def sh(*cmd: str, cwd: Path, env: dict | None = None) -> str:
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r.stdout
-
-
 # -- The scratch project ---------------------------------------------------------------------
-def default_archive() -> Path | None:
-    url = os.environ.get("MNIST_SAMPLE_URL", "")
-    candidates = [Path(urlparse(url).path if url.startswith("file://") else url)] if url else []
-    candidates.append(Path.home() / ".fastai/archive/mnist_sample.tgz")
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def update_params(proj: Path, sections: dict[str, dict]) -> None:
-    path = proj / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def make_scratch(dest: Path, archive: Path, quick: bool) -> Path:
-    """Copy the project's tracked and new files (no outputs) into a fresh git repo at dest."""
-    files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=ROOT)
-    for rel in filter(None, files.split("\0")):
-        if rel.split("/")[0] in OUTPUT_DIRS or rel in GENERATED or not (ROOT / rel).is_file():
-            continue
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dest / rel)
-    if quick:
-        import hashlib
-
-        md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-        update_params(dest, {"data": {"md5": md5}, **QUICK_PARAMS})
-    git = ("git", "-c", "user.name=bench", "-c", "user.email=bench@example.com")
-    sh("git", "init", "-q", cwd=dest)
-    sh(*git, "add", "-A", cwd=dest)
-    sh(*git, "commit", "-qm", "scratch copy", cwd=dest)
-    return dest
-
-
-def clean(proj: Path) -> None:
-    """No outputs, no engine state: DVC's cache and run-cache too, so it really recomputes."""
-    for d in (*OUTPUT_DIRS, ".snakemake", "logs", "benchmarks", ".dvc/cache", ".dvc/tmp"):
-        shutil.rmtree(proj / d, ignore_errors=True)
-    for f in GENERATED:
-        (proj / f).unlink(missing_ok=True)
+def scratch_project(dest: Path, archive: Path, quick: bool) -> Path:
+    """make_project at `dest`; with `quick`, short training and `archive` accepted by its md5
+    (a tiny archive trains in seconds, and resnet18 needs batches smaller than it)."""
+    if not quick:
+        return make_project(dest)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    return make_project(dest, params={"data": {"md5": md5}, **FAST_PARAMS})
 
 
 # -- One run ---------------------------------------------------------------------------------
 def snakemake_ran(log: str) -> list[str]:
-    return sorted(set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - {"all"})
+    return sorted(ran(log))
 
 
 def dvc_ran(log: str) -> list[str]:
@@ -169,33 +124,35 @@ def stage_timing(proj: Path) -> dict[str, dict]:
     return {m: json.loads((proj / timing(m)).read_text()) for m in METHODS}
 
 
-def engine_runs(proj: Path, env: dict, cmd: tuple[str, ...], ran, lr_edit: float) -> dict:
+def engine_runs(proj: Path, env: dict, cmd: tuple[str, ...], stages_ran,
+                lr_edit: float) -> dict:
     """Clean, no-op and incremental runs of one engine; params are restored afterwards."""
-    clean(proj)
+    clean_outputs(proj)
     params = (proj / "params.yaml").read_text()
     first = timed(cmd, proj, env)
     noop = timed(cmd, proj, env)
-    update_params(proj, {"mlp": {"lr": lr_edit}})
+    set_params(proj, mlp={"lr": lr_edit})
     try:
         incremental = timed(cmd, proj, env)
     finally:
         (proj / "params.yaml").write_text(params)
     return {
         "clean_s": first["seconds"],
-        "clean_ran": ran(first["stdout"] + first["stderr"]),
+        "clean_ran": stages_ran(first["stdout"] + first["stderr"]),
         "noop_s": noop["seconds"],
-        "noop_ran": ran(noop["stdout"] + noop["stderr"]),
+        "noop_ran": stages_ran(noop["stdout"] + noop["stderr"]),
         "incremental_s": incremental["seconds"],
-        "incremental_ran": ran(incremental["stdout"] + incremental["stderr"]),
+        "incremental_ran": stages_ran(incremental["stdout"] + incremental["stderr"]),
     }
 
 
 def each_stage(proj: Path, env: dict) -> dict[str, dict]:
     """Every stage alone, in pipeline order, with its wall time, imports and peak RSS."""
-    clean(proj)
+    clean_outputs(proj)
     out = {}
     for s in STAGES:
-        cmd = [sys.executable, "-X", "importtime", *shlex.split(s.cmd)[1:]]
+        python, *script = s.argv(root=proj)  # every path its default, in the project
+        cmd = [python, "-X", "importtime", *script]
         r = timed(cmd, proj, env)
         out[s.name] = {"wall_s": r["seconds"], "import_s": import_seconds(r["stderr"]),
                        "peak_rss_mib": r["max_rss"] / 2**20}
@@ -225,7 +182,7 @@ def by_cores(proj: Path, env: dict, cores: list[int]) -> dict[str, dict]:
     """A clean Snakemake run with each --cores value: its time and resnet18's threads."""
     out = {}
     for n in cores:
-        clean(proj)
+        clean_outputs(proj)
         load = os.getloadavg()[0]
         r = timed(("snakemake", "--cores", str(n), "--resources", "gpu=1"), proj, env)
         t = stage_timing(proj)["resnet18"]
@@ -273,7 +230,7 @@ def machine() -> dict:
              "'num_interop_threads': torch.get_num_interop_threads(), "
              "'mkldnn_bf16': torch.backends.mkldnn.is_available()}))")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    t = json.loads(sh(sys.executable, "-c", probe, cwd=ROOT, env=env))
+    t = json.loads(sh(sys.executable, "-c", probe, cwd=ROOT, env=env).stdout)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -341,15 +298,16 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the scratch project (path printed)")
     args = ap.parse_args()
     runs = args.runs or (1 if args.quick else 3)
-    archive = args.archive or default_archive()
+    archive = args.archive or local_archive()
     if archive is None or not archive.is_file():
         ap.error("no archive: pass --archive or set MNIST_SAMPLE_URL to a local mnist_sample.tgz")
     archive = archive.resolve()
 
     scratch = Path(tempfile.mkdtemp(prefix="mnist-basics-bench-"))
     try:
-        proj = make_scratch(scratch / "proj", archive, args.quick)
-        env = engine_env(archive)
+        proj = scratch_project(scratch / "proj", archive, args.quick)
+        # The copy's own package (as harness.sh runs it), not the checkout's.
+        env = engine_env(MNIST_SAMPLE_URL=str(archive), PYTHONPATH=str(proj))
         started = time.time()
         done = []
         for i in range(runs):

@@ -35,9 +35,10 @@ import torch
 import yaml
 from PIL import Image
 
-from mnist_basics.params import SECTIONS, defaults
-from mnist_basics.pipeline import BY_NAME
-from tests.conftest import ROOT, make_tiny_archive, make_tiny_tensors, write_params
+from mnist_basics.params import SECTIONS
+from mnist_basics.pipeline import BY_NAME, STAGES
+from tests import harness
+from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, write_params
 
 TABLE = ROOT / "tests" / "BAD_INPUTS.md"
 
@@ -71,8 +72,14 @@ def assert_says(line: str, *words: str) -> None:
 
 
 def run(*cmd, cwd=ROOT, **env) -> subprocess.CompletedProcess:
+    """`python <cmd>`, for what is no stage (predict); stages go through harness.run_stage."""
     return subprocess.run([sys.executable, *map(str, cmd)], cwd=cwd, capture_output=True,
                           text=True, timeout=300, env={**os.environ, **env})
+
+
+def committed() -> dict:
+    """The committed params.yaml, as plain values: each case breaks one thing in it."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 # -- Archives, through stages/download.py ----------------------------------------------------
@@ -181,8 +188,8 @@ def test_bad_archive_through_the_download_stage(case, good_archive, server, tmp_
     before = snapshot(tmp_path / "data")
 
     home = tmp_path / "home"  # no fastai cache to fall back on
-    r = run("stages/download.py", "--params", params, "--out", out, HOME=str(home),
-            MNIST_SAMPLE_URL=str(source))
+    r = harness.run_stage("download", params=params, out=out, timeout=300,
+                          env={"HOME": str(home), "MNIST_SAMPLE_URL": str(source)})
     assert_says(the_error(r.returncode, r.stderr), *words)
     assert snapshot(tmp_path / "data") == before  # no temp file left, nothing replaced
     assert not Path("/tmp/mnist_x").exists()
@@ -250,8 +257,8 @@ def test_bad_image_through_the_stack_stage(case, good_archive, tmp_path):
     (out / "counts.json").write_text("{}\n")
     before = snapshot(out)
 
-    r = run("stages/stack.py", "--archive", archive, "--tensors", out / "x.safetensors",
-            "--counts", out / "counts.json", OMP_NUM_THREADS="2")
+    r = harness.run_stage("stack", archive=archive, tensors=out / "x.safetensors",
+                          counts=out / "counts.json", threads=2, timeout=300)
     assert_says(the_error(r.returncode, r.stderr), f"error: {bad}: ", why)
     assert snapshot(out) == before
 
@@ -305,21 +312,18 @@ def param_cases() -> list:
     return cases
 
 
-# A stage that reads each section; the report reads every section, so it gets every case too.
-READER = {"data": "download", "train": "linear", "linear": "linear", "mlp": "mlp",
-          "resnet18": "resnet18"}
+# The first stage that declares each section; the report reads every section, so it gets
+# every case too (and is the only reader of its own).
+READER = {section: next((s.name for s in STAGES if section in s.params and s.name != "report"),
+                        "report") for section in SECTIONS}
 
 
 def prepare_outputs(root: Path, stage: str) -> None:
     """Stand-ins for a previous run's outputs at the stage's default paths (relative to root)."""
     for path in BY_NAME[stage].all_outputs:
         p = root / path
-        if stage == "download":
-            p.mkdir(parents=True)
-            (p / "labels.csv").write_text("previous\n")
-        else:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(f"previous {path}\n")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(f"previous {path}\n")
 
 
 @pytest.fixture
@@ -345,17 +349,18 @@ def run_stage(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(("section", "change", "words"), param_cases())
 def test_bad_param_through_each_stage_that_reads_it(section, change, words, tmp_path, run_stage):
-    values = defaults()
+    values = committed()
     for key, value in change.items():
         if value == "MISSING":
             del values[section][key]
         else:
             values[section][key] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
-    for stage in (READER[section], "report"):
+    readers = dict.fromkeys((READER[section], "report"))
+    for stage in readers:
         prepare_outputs(tmp_path, stage)
     before = snapshot(tmp_path)
-    for stage in (READER[section], "report"):
+    for stage in readers:
         line = the_error(*run_stage(stage))
         assert_says(line, "error: params.yaml: ", *words)
         assert snapshot(tmp_path) == before, stage
@@ -375,7 +380,7 @@ FILE_CASES = {  # id -> (params.yaml text or None for no file, words)
 @pytest.mark.parametrize("case", list(FILE_CASES))
 def test_bad_params_file_through_a_stage(case, tmp_path, run_stage):
     text, words = FILE_CASES[case]
-    values = defaults()
+    values = committed()
     if case == "unknown section":
         values["mpl"] = values["mlp"]
     elif case == "section missing":
@@ -396,7 +401,7 @@ def test_bad_param_through_a_real_process(tmp_path):
     params = write_params(tmp_path / "params.yaml", mlp={"epochs": 0})
     prepare_outputs(tmp_path, "mlp")
     before = snapshot(tmp_path)
-    r = run(ROOT / "stages" / "mlp.py", "--params", params, cwd=tmp_path)
+    r = harness.run_stage("mlp", params=params, cwd=tmp_path, timeout=300)
     assert the_error(r.returncode, r.stderr) == (
         f"error: {params}: mlp.epochs: must be at least 1 (got 0)")
     assert snapshot(tmp_path) == before
@@ -411,13 +416,9 @@ def trained(tmp_path_factory) -> Path:
     params = write_params(root / "params.yaml", linear={"epochs": 2}, mlp={"epochs": 2})
     procs = []
     for name in ("linear", "mlp"):
-        flags = []
-        s = BY_NAME[name]
-        for flag, path in {**s.outputs, **s.metrics, **s.plots}.items():
-            flags += [f"--{flag.replace('_', '-')}", root / path]
-        procs.append(subprocess.Popen(
-            [sys.executable, ROOT / "stages" / f"{name}.py", "--params", params,
-             "--tensors", tensors, *flags], cwd=ROOT, stderr=subprocess.PIPE, text=True))
+        argv = BY_NAME[name].argv(under=root, params=params, tensors=tensors)
+        procs.append(subprocess.Popen(argv, cwd=root, stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)}))
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     return root / "models"
@@ -503,7 +504,7 @@ def test_bad_checkpoint_through_the_report(case, trained, tmp_path):
     bad_checkpoint(case, trained, tmp_path / "models", marker)
     prepare_outputs(tmp_path, "report")
     before = snapshot(tmp_path)
-    r = run(ROOT / "stages" / "report.py", cwd=tmp_path)  # every other input is absent
+    r = harness.run_stage("report", cwd=tmp_path, timeout=300)  # every other input is absent
     assert_says(the_error(r.returncode, r.stderr), *CHECKPOINTS[case][1])
     assert not marker.exists()
     assert snapshot(tmp_path) == before

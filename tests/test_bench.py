@@ -5,6 +5,7 @@ Timings are recorded, never asserted: only what the benchmark reports about the 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import pytest
 
 from mnist_basics.pipeline import METHODS, STAGES
-from tests.conftest import ROOT, engine_env
+from tests.harness import GENERATED, OUTPUT_DIRS, ROOT, engine_env
 
 _spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench/run.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -63,15 +64,26 @@ def test_targets_are_judged_against_their_limits():
     }
 
 
+def checkout_state() -> dict[str, str]:
+    """Every output file in this checkout: path -> sha256."""
+    folders = [ROOT / d for d in (*OUTPUT_DIRS, "reports")]
+    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for d in folders if d.is_dir() for p in sorted(d.rglob("*")) if p.is_file()
+            } | {f: hashlib.sha256((ROOT / f).read_bytes()).hexdigest()
+                 for f in GENERATED if (ROOT / f).is_file()}
+
+
 @pytest.mark.slow
 def test_quick_run_measures_both_engines_in_a_scratch_copy(tmp_path, tiny_archive):
     out = tmp_path / "results.json"
     archive, _, _ = tiny_archive
     cmd = [sys.executable, "bench/run.py", "--quick", "--archive", str(archive),
            "--out", str(out), "--cores", "1"]
+    before = checkout_state()
     r = subprocess.run(cmd, cwd=ROOT, env=engine_env(), capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert checkout_state() == before  # every run happened in the scratch copy
     results = json.loads(out.read_text())
 
     stages = [s.name for s in STAGES]

@@ -12,19 +12,21 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mnist_basics import PipelineError
 from mnist_basics.data import CLASS_DIRS
-from mnist_basics.download import content_digest, download, md5sum
-from mnist_basics.params import Data, defaults
+from mnist_basics.download import canonical_archive, content_digest, download, md5sum
+from mnist_basics.params import Data, load
+from mnist_basics.pipeline import BY_NAME
+from tests.harness import ROOT, run_stage, write_params
 
-ROOT = Path(__file__).resolve().parent.parent
+# The committed data params (the official archive's md5 and content digest); tests replace
+# the url, and the checksums when they accept a tiny archive.
+DATA: Data = load(ROOT / "params.yaml", "data")["data"]
 REAL_COUNTS = {"train/3": 6131, "train/7": 6265, "valid/3": 1010, "valid/7": 1028}
 
 
@@ -59,9 +61,20 @@ def pack(path: Path, entries: list) -> Path:
 
 def digest_of(entries: list) -> str:
     """The content digest by its definition, straight from the members (not from the library)."""
-    files = {i.name.removeprefix("mnist_sample/"): d for i, d in entries if i.isreg()}
+    return digest_of_files({i.name.removeprefix("mnist_sample/"): d for i, d in entries
+                            if i.isreg()})
+
+
+def digest_of_files(files: dict[str, bytes]) -> str:
     text = "".join(f"{hashlib.sha256(files[r]).hexdigest()}  {r}\n" for r in sorted(files))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def files_of(blob: bytes) -> dict[str, bytes]:
+    """A .tgz's regular files by their path under mnist_sample/, read with tarfile alone."""
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        return {m.name.removeprefix("mnist_sample/"): tar.extractfile(m).read()
+                for m in tar if m.isreg()}
 
 
 # -- Fixtures --------------------------------------------------------------------------------
@@ -92,8 +105,12 @@ def assert_untouched(out: Path) -> None:
 
 
 def assert_written(out: Path, archive: bytes) -> None:
-    """The output is the archive, byte for byte, and nothing else was left beside it."""
-    assert out.read_bytes() == archive
+    """The output is the archive's canonical re-pack: the same files with the same bytes (so
+    the same content digest), packed canonically; nothing else was left beside it."""
+    written, source = files_of(out.read_bytes()), files_of(archive)
+    assert written == source
+    assert digest_of_files(written) == digest_of_files(source)
+    assert out.read_bytes() == canonical_archive(source)
     assert os.listdir(out.parent) == ["mnist_sample.tgz"]
 
 
@@ -120,8 +137,8 @@ def unreachable() -> str:
 def tiny(tmp_path, unreachable) -> tuple[Path, Data]:
     """A valid miniature archive, and data params that accept it by content digest."""
     entries = tiny_entries()
-    return pack(tmp_path / "tiny.tgz", entries), Data(url=unreachable,
-                                                     content_digest=digest_of(entries))
+    return pack(tmp_path / "tiny.tgz", entries), DATA.model_copy(
+        update={"url": unreachable, "content_digest": digest_of(entries)})
 
 
 def serve(server, path: str, body: bytes, ctype="application/x-gzip", sent=None) -> str:
@@ -148,7 +165,7 @@ def test_content_digest_of_the_real_archive_matches_sha256sum_of_an_extracted_co
     lines = subprocess.run(
         "find . -type f -printf '%P\\n' | LC_ALL=C sort | xargs sha256sum | sha256sum",
         shell=True, cwd=tmp_path / "mnist_sample", capture_output=True, text=True, check=True)
-    assert lines.stdout.split()[0] == Data().content_digest
+    assert lines.stdout.split()[0] == DATA.content_digest
 
 
 # -- Sources ---------------------------------------------------------------------------------
@@ -209,7 +226,8 @@ def test_override_wins_over_fastai_cache(tiny, out, home, monkeypatch, tmp_path)
 
 
 def test_http_serves_the_real_archive(mnist_archive, server, out):
-    data = Data(url=serve(server, "/mnist_sample.tgz", mnist_archive.read_bytes()))
+    data = DATA.model_copy(update={"url": serve(server, "/mnist_sample.tgz",
+                                                mnist_archive.read_bytes())})
     result = download(data, out)
     assert result.counts == REAL_COUNTS
     assert result.verified_by in ("md5", "content digest")
@@ -325,23 +343,11 @@ def test_broken_archive(case, words, tiny, out, monkeypatch, tmp_path):
 # -- The stage script ------------------------------------------------------------------------
 
 
-def run_stage(*args: str, home: Path, url: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "HOME": str(home), "MNIST_SAMPLE_URL": url}
-    return subprocess.run([sys.executable, "stages/download.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def write_params(path: Path, **data) -> Path:
-    values = defaults()
-    values["data"].update(data)
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
 def test_stage_writes_the_verified_real_archive(mnist_archive, tmp_path, home):
     params = write_params(tmp_path / "params.yaml")
     out = tmp_path / "data" / "mnist_sample.tgz"
-    proc = run_stage("--params", str(params), "--out", str(out), home=home, url=str(mnist_archive))
+    proc = run_stage("download", params=params, out=out,
+                     env={"HOME": str(home), "MNIST_SAMPLE_URL": str(mnist_archive)})
     assert proc.returncode == 0, proc.stderr
     assert_written(out, mnist_archive.read_bytes())
     counts = ", ".join(f"{d} {n}" for d, n in REAL_COUNTS.items())
@@ -349,7 +355,9 @@ def test_stage_writes_the_verified_real_archive(mnist_archive, tmp_path, home):
 
 
 def test_stage_help(home):
-    proc = run_stage("--help", home=home)
+    proc = subprocess.run([*BY_NAME["download"].argv(), "--help"], cwd=ROOT,
+                          capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0
     assert "--out" in proc.stdout and "MNIST_SAMPLE_URL" in proc.stdout
 
@@ -359,12 +367,13 @@ def test_stage_fails_with_one_line(case, tiny, tmp_path, home):
     archive, _ = tiny
     out = tmp_path / "new" / "mnist_sample.tgz"
     if case == "bad params":  # validated before anything is touched: not even new/ appears
-        params, url, words = write_params(tmp_path / "p.yaml", max_members=0), str(archive), \
-            ["data.max_members", "at least 1"]
+        params, url, words = write_params(tmp_path / "p.yaml", data={"max_members": 0}), \
+            str(archive), ["data.max_members", "at least 1"]
     else:
         params, url, words = write_params(tmp_path / "p.yaml"), str(tmp_path / "nope.tgz"), \
             ["nope.tgz", "MNIST_SAMPLE_URL"]
-    proc = run_stage("--params", str(params), "--out", str(out), home=home, url=url)
+    proc = run_stage("download", params=params, out=out,
+                     env={"HOME": str(home), "MNIST_SAMPLE_URL": url})
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and all(w in errors[0] for w in words), proc.stderr

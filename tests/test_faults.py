@@ -10,8 +10,8 @@ The claims under test, each against real processes and real file systems:
   engines then see it as not done, the next run completes, and no other artifact changed;
 - two engine runs at once: the second stops at once with a lock message, nothing is corrupted.
 
-Stages run on a tiny archive (conftest.make_tiny_archive), in a scratch folder or, under the
-engines, in copies of the project (conftest.make_project). Which stages are killed under
+Stages run on a tiny archive (harness.make_tiny_archive), in a scratch folder or, under the
+engines, in copies of the project (harness.tiny_project). Which stages are killed under
 which engine and signal: see MATRIX below and tests/BAD_INPUTS.md.
 """
 
@@ -29,36 +29,34 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from mnist_basics.artifacts import atomic_path, sweep
-from mnist_basics.params import defaults
-from mnist_basics.pipeline import BY_NAME, STAGES
-from tests.conftest import (
+from mnist_basics.pipeline import BY_NAME, STAGES, WALL_CLOCK
+from tests.harness import (
     FAST_PARAMS,
     ROOT,
     SNAKEMAKE,
     dvc_changed,
     engine_env,
-    make_project,
     make_tiny_archive,
     set_params,
     sh,
     snakemake_plan,
+    tiny_project,
+    write_params,
 )
 
 ALL_OUTPUTS = [p for s in STAGES for p in s.all_outputs]
-# Each run writes new wall-clock figures and a new date: every other artifact is reproduced.
-# (reports/accuracy.csv holds train_seconds too: see tests/test_reproducibility.py.)
-VARYING = {p for p in ALL_OUTPUTS
-           if p.endswith(("_timing.json", "_history.csv", ".html", "accuracy.csv"))}
+# Each run writes new wall-clock figures (the timing files) and a new page (its date and
+# those seconds): every other artifact is reproduced byte for byte.
+VARYING = set(WALL_CLOCK)
 STABLE = [p for p in ALL_OUTPUTS if p not in VARYING]
 
 
@@ -92,16 +90,18 @@ AUDIT = textwrap.dedent("""\
 
 
 def run_audited(work: Path, stage: str, log: Path, *, archive: Path,
-                kill_before: Path | None = None, args: Sequence[str] = ()
+                kill_before: Path | None = None, paths: Mapping[str, Path] | None = None
                 ) -> subprocess.CompletedProcess:
-    """`python stages/<stage>.py` in `work` (its default paths point there), audited."""
+    """`python stages/<stage>.py` in `work` (its default paths point there, but `paths`, by
+    flag), audited."""
     wrapper = work.parent / "audit.py"
     wrapper.write_text(AUDIT)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2",
            "MNIST_SAMPLE_URL": str(archive)}
     if kill_before is not None:
         env["KILL_BEFORE_RENAME_TO"] = str(kill_before)
-    cmd = [sys.executable, str(wrapper), str(log), str(ROOT / BY_NAME[stage].script), *args]
+    python, *stage_argv = BY_NAME[stage].argv(**(paths or {}))
+    cmd = [python, str(wrapper), str(log), *stage_argv]
     return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -127,11 +127,8 @@ def temporary_of(path: Path, work: Path) -> Path | None:
 
 
 def stage_params(work: Path, archive: tuple[Path, str, str]) -> None:
-    values = defaults()
-    values["data"].update(md5=archive[1], content_digest=archive[2])
-    for section, updates in FAST_PARAMS.items():
-        values[section].update(updates)
-    (work / "params.yaml").write_text(yaml.safe_dump(values))
+    write_params(work / "params.yaml", data={"md5": archive[1], "content_digest": archive[2]},
+                 **FAST_PARAMS)
 
 
 def digest(path: Path) -> str:
@@ -304,13 +301,11 @@ def fill(folder: Path) -> None:
         os.close(fd)
 
 
-def flags_into(stage: str, folder: Path) -> list[str]:
-    """The stage's output flags, every one pointing into `folder`."""
+def outputs_into(stage: str, folder: Path) -> dict[str, Path]:
+    """The stage's outputs by flag, every one pointing into `folder`."""
     s = BY_NAME[stage]
-    out = []
-    for flag, path in {**s.outputs, **s.metrics, **s.plots}.items():
-        out += [f"--{flag.replace('_', '-')}", str(folder / Path(path).name)]
-    return out
+    return {flag: folder / Path(path).name
+            for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()}
 
 
 @pytest.mark.slow
@@ -337,7 +332,7 @@ def test_full_or_read_only_output_folder(stage, how, workspace, tmp_path):
         before = {p.name: digest(p) for p in fs.iterdir()}
 
         proc = run_audited(good, stage, tmp_path / "audit", archive=archive_of(good),
-                           args=flags_into(stage, fs))
+                           paths=outputs_into(stage, fs))
         assert proc.returncode == 1, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -404,8 +399,8 @@ ENGINE = {"dvc": ("dvc", "repro"), "snakemake": SNAKEMAKE}
 
 def engine_project(tmp_path_factory, engine: str) -> Project:
     root = tmp_path_factory.mktemp(engine)
-    archive, md5, digest_ = make_tiny_archive(root)
-    proj = Project(make_project(root / "proj", archive, md5, digest_, FAST_PARAMS), archive)
+    archive = make_tiny_archive(root)
+    proj = Project(tiny_project(root / "proj", archive), archive[0])
     sh(*ENGINE[engine], cwd=proj.root, env=proj.env())
     proj.good = proj.artifacts()
     assert set(proj.good) == set(ALL_OUTPUTS)
@@ -487,15 +482,15 @@ def kill_mid_run(proj: Project, engine: str, stage: str, sig: signal.Signals,
             elif stage in SLOW:  # mid-training
                 wait_for(lambda: stage_log.exists() and "epoch 1/" in stage_log.read_text(),
                          "the first epoch")
-            # (stack, pixel_mean and report are killed as soon as they start)
+            # (every other stage is killed as soon as it starts)
             victim.send_signal(sig)
             return run.wait(timeout=120), log.read_text()
     finally:
         (proj.root / "params.yaml").write_text(params)  # as dvc.lock recorded them
 
 
-# Every stage under DVC with SIGKILL; both engines with both signals for download (a folder
-# output, killed mid-transfer) and mlp (killed mid-training).
+# Every stage under DVC with SIGKILL; both engines with both signals for download (killed
+# mid-transfer) and mlp (killed mid-training).
 MATRIX = sorted({("dvc", signal.SIGKILL, s.name) for s in STAGES}
                 | {(e, sig, s) for e in ENGINE for sig in (signal.SIGTERM, signal.SIGKILL)
                    for s in ("download", "mlp")}, key=lambda c: (c[0], c[2], c[1]))
@@ -585,4 +580,4 @@ def test_snakemake_can_run_first_in_a_fresh_clone(project):
     assert not (project / ".dvc" / "tmp").exists()
     r = sh("snakemake", "data/mnist_sample.tgz", *SNAKEMAKE[1:], cwd=project, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert dvc_changed(project) == {"stack", "pixel_mean", "linear", "mlp", "resnet18", "report"}
+    assert dvc_changed(project) == {s.name for s in STAGES} - {"download"}

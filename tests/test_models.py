@@ -6,11 +6,10 @@ import csv
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from mnist_basics.artifacts import load_tensors
 from mnist_basics.data import load_sample
@@ -23,11 +22,11 @@ from mnist_basics.models import (
     prepare,
     simple_net,
 )
-from mnist_basics.params import defaults
-from mnist_basics.train import setup
-from tests.conftest import run_stage, write_params
+from mnist_basics.pipeline import BY_NAME
+from mnist_basics.train import batch_accuracy, setup
+from tests.harness import ROOT, run_stage, write_params
 
-ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = yaml.safe_load((ROOT / "params.yaml").read_text())
 TRAINED = ("linear", "mlp")
 
 
@@ -92,7 +91,12 @@ def test_fit_learns_tiny_data(name, tiny_tensors):
     assert [r["epoch"] for r in run.history] == [1, 2, 3, 4]
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
     assert run.history[-1]["valid_accuracy"] == 1.0
-    assert run.prob3.shape == (48,) and run.prob3.dtype == torch.float32
+    last = run.last  # the last epoch's validation, on the CPU
+    assert last.prob3.shape == last.preds.shape == (48,)
+    assert last.prob3.dtype == torch.float32 and last.prob3.device.type == "cpu"
+    torch.testing.assert_close(last.prob3, last.preds.sigmoid())  # preds are before the sigmoid
+    valid_y = data.valid_y.squeeze(1)
+    assert batch_accuracy(last.preds, valid_y).item() == run.history[-1]["valid_accuracy"]
 
 
 def test_shuffling_follows_the_seed(tiny_tensors):
@@ -114,7 +118,7 @@ def test_stage_end_to_end_and_byte_identical(name, tiny_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", **TINY)
     runs = [tmp_path / "a", tmp_path / "b"]
     for out in runs:
-        r = run_stage(name, out, tiny_tensors, params)
+        r = run_stage(name, under=out, params=params, tensors=tiny_tensors)
         assert r.returncode == 0, r.stderr
     a = runs[0]
     assert "epoch 3/3: train_loss" in r.stderr  # one log line per epoch
@@ -125,7 +129,7 @@ def test_stage_end_to_end_and_byte_identical(name, tiny_tensors, tmp_path):
     assert metrics["epochs"] == 3
 
     rows = list(csv.DictReader((a / f"metrics/{name}_history.csv").open()))
-    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "valid_accuracy"]
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert float(rows[-1]["valid_loss"]) == metrics["valid_loss"]
 
@@ -136,8 +140,8 @@ def test_stage_end_to_end_and_byte_identical(name, tiny_tensors, tmp_path):
 
     card = json.loads((a / f"models/{name}.json").read_text())
     assert card["model"] == name
-    assert card["params"] == {"train": {**defaults()["train"], **TINY["train"]},
-                              name: {**defaults()[name], **TINY[name]}}
+    assert card["params"] == {"train": {**COMMITTED["train"], **TINY["train"]},
+                              name: {**COMMITTED[name], **TINY[name]}}
     state = load_tensors(a / f"models/{name}.safetensors")
     prob3 = load_tensors(a / f"models/{name}_valid.safetensors")["prob3"]
     assert prob3.shape == (48,) and prob3.dtype == torch.float32
@@ -150,13 +154,14 @@ def test_stage_end_to_end_and_byte_identical(name, tiny_tensors, tmp_path):
     torch.testing.assert_close(load_predictor(state, card)(valid_x), prob3)
 
     for rel in (f"models/{name}.safetensors", f"models/{name}_valid.safetensors",
-                f"models/{name}.json", f"metrics/{name}.json"):
+                f"models/{name}.json", f"metrics/{name}.json", f"metrics/{name}_history.csv"):
         assert (a / rel).read_bytes() == (runs[1] / rel).read_bytes(), rel
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", **{**TINY, "train": {"device": "cuda"}})
-    r = run_stage("mlp", tmp_path / "out", tiny_tensors, params, CUDA_VISIBLE_DEVICES="")
+    r = run_stage("mlp", under=tmp_path / "out", params=params, tensors=tiny_tensors,
+                  env={"CUDA_VISIBLE_DEVICES": ""})
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "error: train.device: 'cuda' was asked for but no CUDA device is available; "
@@ -167,7 +172,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_tensors, tmp_path):
 
 def test_bad_params_fail_before_any_output(tiny_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", linear={"lr": -1.0})
-    r = run_stage("linear", tmp_path / "out", tiny_tensors, params)
+    r = run_stage("linear", under=tmp_path / "out", params=params, tensors=tiny_tensors)
     assert r.returncode == 1
     assert r.stderr.strip() == f"error: {params}: linear.lr: must be greater than 0 (got -1.0)"
     assert not (tmp_path / "out").exists()
@@ -175,7 +180,7 @@ def test_bad_params_fail_before_any_output(tiny_tensors, tmp_path):
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_stage_help(name):
-    r = subprocess.run([sys.executable, str(ROOT / f"stages/{name}.py"), "--help"],
+    r = subprocess.run([*BY_NAME[name].argv(), "--help"],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0
     assert f"sections train, {name}" in r.stdout
@@ -190,7 +195,8 @@ def test_the_book_figures_on_the_real_data(real_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", train={"device": "cpu"})
     out = tmp_path / "out"
     for name in ("pixel_mean", *TRAINED):
-        r = run_stage(name, out, tensors, None if name == "pixel_mean" else params)
+        r = run_stage(name, under=out, params=None if name == "pixel_mean" else params,
+                      tensors=tensors)
         assert r.returncode == 0, r.stderr
     m = {n: json.loads((out / f"metrics/{n}.json").read_text()) for n in ("pixel_mean", *TRAINED)}
     # The book: 0.9168 on 3s, 0.9854 on 7s, 0.9511 on average, to 4 places.

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from mnist_basics import PipelineError
-from mnist_basics.params import SECTIONS, defaults, load
-from tests.conftest import ROOT
+from mnist_basics.params import SECTIONS, load
+from tests.harness import ROOT, run_stage, write_params
 
 
 def write(tmp_path, params: dict):
@@ -19,10 +16,30 @@ def write(tmp_path, params: dict):
     return path
 
 
-def test_committed_params_are_the_documented_defaults():
-    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert committed == defaults()
-    assert set(load(ROOT / "params.yaml", *SECTIONS)) == set(SECTIONS)
+def committed() -> dict:
+    """The committed params.yaml, as plain values: the base every test here edits."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_params_yaml_holds_every_value_and_the_models_none():
+    """params.yaml is the one place for values: every field of every model is there (and
+    nothing else), each is required, and the whole file loads with the values it holds."""
+    raw = committed()
+    assert set(raw) == set(SECTIONS)
+    for name, model in SECTIONS.items():
+        assert set(raw[name]) == set(model.model_fields), name
+        defaulted = [k for k, f in model.model_fields.items() if not f.is_required()]
+        assert defaulted == [], f"{name}: {defaulted} have defaults outside params.yaml"
+    loaded = load(ROOT / "params.yaml", *SECTIONS)
+    assert set(loaded) == set(SECTIONS)
+    assert {name: section.model_dump() for name, section in loaded.items()} == raw
+
+
+def test_write_params_starts_from_the_committed_values(tmp_path):
+    path = write_params(tmp_path / "params.yaml", mlp={"epochs": 2})
+    expected = committed()
+    expected["mlp"]["epochs"] = 2
+    assert yaml.safe_load(path.read_text()) == expected
 
 
 @pytest.mark.parametrize(
@@ -44,7 +61,7 @@ def test_committed_params_are_the_documented_defaults():
     ],
 )
 def test_bad_value_names_key_and_allowed_values(tmp_path, section, key, value, expected):
-    params = defaults()
+    params = committed()
     params[section][key] = value
     with pytest.raises(PipelineError) as err:
         load(write(tmp_path, params), section)
@@ -53,13 +70,13 @@ def test_bad_value_names_key_and_allowed_values(tmp_path, section, key, value, e
 
 
 def test_int_is_accepted_where_a_float_is_expected(tmp_path):
-    params = defaults()
+    params = committed()
     params["linear"]["lr"] = 1
     assert load(write(tmp_path, params), "linear")["linear"].lr == 1.0
 
 
 def test_typo_in_key_is_an_unknown_key(tmp_path):
-    params = defaults()
+    params = committed()
     params["mlp"]["lrr"] = params["mlp"].pop("lr")
     with pytest.raises(PipelineError, match=r"mlp\.lrr: unknown key; allowed keys: "
                                             r"batch_size, epochs, hidden, lr"):
@@ -67,21 +84,22 @@ def test_typo_in_key_is_an_unknown_key(tmp_path):
 
 
 def test_missing_key(tmp_path):
-    params = defaults()
+    params = committed()
     del params["mlp"]["epochs"]
     with pytest.raises(PipelineError, match=r"mlp\.epochs: is missing"):
         load(write(tmp_path, params), "mlp")
 
 
 def test_typo_in_section_name(tmp_path):
-    params = defaults()
+    params = committed()
     params["mpl"] = params.pop("mlp")
-    with pytest.raises(PipelineError, match="unknown section 'mpl'; allowed: data, train"):
+    allowed = ", ".join(SECTIONS)
+    with pytest.raises(PipelineError, match=f"unknown section 'mpl'; allowed: {allowed}$"):
         load(write(tmp_path, params), "train")
 
 
 def test_missing_section(tmp_path):
-    params = defaults()
+    params = committed()
     del params["mlp"]
     with pytest.raises(PipelineError, match="mlp: section is missing"):
         load(write(tmp_path, params), "mlp")
@@ -100,21 +118,19 @@ def test_missing_file(tmp_path):
 
 
 def test_a_stage_fails_on_bad_params_before_touching_its_outputs(tmp_path):
-    params = defaults()
+    params = committed()
     params["train"]["device"] = "tpu"
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "mlp.json").write_text("previous good metrics\n")
-    r = subprocess.run(
-        [sys.executable, "stages/mlp.py", "--params", str(write(tmp_path, params)),
-         "--tensors", str(tmp_path / "absent.safetensors"),
-         "--metrics", str(out / "mlp.json"), "--checkpoint", str(out / "mlp.safetensors")],
-        cwd=ROOT, capture_output=True, text=True,
-    )
+    out = tmp_path / "out"  # every path of the stage points in here
+    previous = out / "metrics" / "mlp.json"
+    previous.parent.mkdir(parents=True)
+    previous.write_text("previous good metrics\n")
+    r = run_stage("mlp", under=out, params=write(tmp_path, params),
+                  tensors=tmp_path / "absent.safetensors")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'params.yaml'}: train.device: must be one of "
         "'auto', 'cpu' or 'cuda' (got 'tpu')"
     )
-    assert (out / "mlp.json").read_text() == "previous good metrics\n"
-    assert sorted(p.name for p in out.iterdir()) == ["mlp.json"]
+    assert previous.read_text() == "previous good metrics\n"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["metrics",
+                                                                       "metrics/mlp.json"]

@@ -6,8 +6,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,19 +21,7 @@ from mnist_basics.pixel_mean import (
     mnist_distance,
     rmse_distance,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_stage(name: str, out: Path, tensors: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Run stages/<name>.py with every output under `out`, from outside the project."""
-    s = BY_NAME[name]
-    cmd = [sys.executable, str(ROOT / s.script), "--tensors", str(tensors), *extra]
-    for flag, path in {**s.outputs, **s.metrics, **s.plots}.items():
-        cmd += [f"--{flag.replace('_', '-')}", str(out / path)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True,
-                          timeout=120)
+from tests.harness import ROOT, run_stage
 
 
 def test_mean_images_are_the_ideal_digits():
@@ -60,9 +46,10 @@ def test_distances_match_the_book_and_broadcast():
 
 def test_accuracy_is_the_average_of_the_two_classes():
     # 3 threes (2 right) and 1 seven (right): the book averages 2/3 and 1, not 3/4 overall.
-    is_3 = torch.tensor([True, True, False, False])
+    # The margin is d7 - d3; a tie is no 3, as the book's `is_3 = d3 < d7` has it.
+    margin = torch.tensor([0.1, 0.3, 0.0, -0.05])
     y = torch.tensor([1, 1, 1, 0], dtype=torch.uint8)
-    acc3, acc7, avg = class_accuracies(is_3, y)
+    acc3, acc7, avg = class_accuracies(margin, y)
     assert (acc3, acc7) == pytest.approx((2 / 3, 1.0))
     assert avg == pytest.approx((2 / 3 + 1) / 2)
 
@@ -95,7 +82,7 @@ def test_classify_counts_mistakes_per_class():
 def test_stage_end_to_end(tiny_tensors, tmp_path):
     outs = []
     for run in ("a", "b"):
-        r = run_stage("pixel_mean", tmp_path / run, tiny_tensors)
+        r = run_stage("pixel_mean", under=tmp_path / run, tensors=tiny_tensors)
         assert r.returncode == 0, r.stderr
         outs.append(tmp_path / run)
     a = outs[0]
@@ -122,6 +109,7 @@ def test_stage_end_to_end(tiny_tensors, tmp_path):
 
     rows = list(csv.DictReader((a / "metrics/pixel_mean_history.csv").open()))
     assert len(rows) == 1
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "valid_accuracy"]
     assert rows[0]["epoch"] == "1" and rows[0]["train_loss"] == rows[0]["valid_loss"] == ""
     assert float(rows[0]["valid_accuracy"]) == metrics["accuracy"]
 
@@ -132,18 +120,19 @@ def test_stage_end_to_end(tiny_tensors, tmp_path):
 
     # Reruns write the same bytes (timings live apart).
     for rel in ("models/pixel_mean.safetensors", "models/pixel_mean_valid.safetensors",
-                "models/pixel_mean.json", "metrics/pixel_mean.json"):
+                "models/pixel_mean.json", "metrics/pixel_mean.json",
+                "metrics/pixel_mean_history.csv"):
         assert (a / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
 
 
 def test_stage_help_and_missing_input(tmp_path):
-    r = run_stage("pixel_mean", tmp_path / "out", tmp_path / "nope.safetensors")
+    r = run_stage("pixel_mean", under=tmp_path / "out", tensors=tmp_path / "nope.safetensors")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "nope.safetensors: not found" in r.stderr
     assert not (tmp_path / "out").exists()  # nothing written before the input is read
 
-    h = subprocess.run([sys.executable, str(ROOT / "stages/pixel_mean.py"), "--help"],
+    h = subprocess.run([*BY_NAME["pixel_mean"].argv(), "--help"],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert h.returncode == 0
     assert "--tensors" in h.stdout and "--params" not in h.stdout  # it reads no params

@@ -6,30 +6,31 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from mnist_basics.artifacts import load_tensors
 from mnist_basics.data import load_sample
-from mnist_basics.params import defaults
 from mnist_basics.pipeline import BY_NAME
 from mnist_basics.resnet import (
     OnePixelConv2d,
     fit_one_cycle,
     load_predictor,
+    predict_logits,
     prepare,
     prepare_images,
     resnet18,
+    validate_epoch,
 )
-from mnist_basics.train import setup
-from tests.conftest import make_tiny_tensors, run_stage, write_params
+from mnist_basics.train import batch_accuracy, setup
+from tests.harness import ROOT, make_tiny_tensors, run_stage, write_params
 
-ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = yaml.safe_load((ROOT / "params.yaml").read_text())
 STAGE = BY_NAME["resnet18"]
 TINY = {"train": {"device": "cpu", "seed": 7},
         "resnet18": {"batch_size": 16, "lr": 0.02}}  # 96 images: 6 steps
@@ -130,7 +131,19 @@ def test_fit_one_cycle_follows_the_schedule_and_learns(tiny_tensors):
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
     assert run.history[1]["train_loss"] < run.history[0]["train_loss"]
     assert run.images == 192
-    assert run.prob3.shape == (48,) and run.prob3.dtype == torch.float32
+    last = run.last  # the last epoch's validation, on the CPU
+    assert last.prob3.shape == last.preds.shape == (48,)
+    assert last.prob3.dtype == torch.float32 and last.prob3.device.type == "cpu"
+    assert batch_accuracy(last.preds, data.valid_y).item() == run.history[-1]["valid_accuracy"]
+    # What training left is what the model scores now: preds are the 3's logit margin.
+    again = validate_epoch(model, data, bf16=True)
+    torch.testing.assert_close(again.prob3, last.prob3)
+    torch.testing.assert_close(again.preds, last.preds)
+    assert again.loss == pytest.approx(run.history[-1]["valid_loss"], abs=1e-6)
+    logits = predict_logits(model, data.valid_x, bf16=True)
+    assert logits.shape == (48, 2)
+    torch.testing.assert_close(last.prob3, logits.softmax(1)[:, 1])
+    torch.testing.assert_close(last.prob3, last.preds.sigmoid())
 
 
 def test_shuffling_follows_the_seed(tiny_tensors):
@@ -156,7 +169,7 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path, Path]:
     params = write_params(tmp / "params.yaml", **TINY)
     runs = (tmp / "a", tmp / "b")
     for out in runs:
-        r = run_stage("resnet18", out, tensors, params)
+        r = run_stage("resnet18", under=out, params=params, tensors=tensors)
         assert r.returncode == 0, r.stderr
     assert "epoch 1/1: train_loss" in r.stderr  # one log line per epoch
     return *runs, tensors
@@ -170,7 +183,7 @@ def test_stage_writes_every_output(two_runs):
     assert metrics["epochs"] == 1
 
     rows = list(csv.DictReader((a / "metrics/resnet18_history.csv").open()))
-    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "valid_accuracy"]
     assert [r["epoch"] for r in rows] == ["1"]
     assert float(rows[0]["valid_loss"]) == metrics["valid_loss"]
     assert float(rows[0]["train_loss"]) == metrics["train_loss"]
@@ -192,8 +205,8 @@ def test_stage_writes_every_output(two_runs):
     card = json.loads((a / "models/resnet18.json").read_text())
     assert card["model"] == "resnet18"
     assert card["arch"]["in_channels"] == 1 and card["arch"]["num_classes"] == 2
-    assert card["params"] == {"train": {**defaults()["train"], **TINY["train"]},
-                              "resnet18": {**defaults()["resnet18"], **TINY["resnet18"]}}
+    assert card["params"] == {"train": {**COMMITTED["train"], **TINY["train"]},
+                              "resnet18": {**COMMITTED["resnet18"], **TINY["resnet18"]}}
     assert card["input"]["channels"] == 1 and 0 < card["input"]["std"]
     assert card["input"]["autocast"] == "bfloat16"
 
@@ -208,7 +221,8 @@ def test_stage_writes_every_output(two_runs):
 def test_stage_reruns_are_byte_identical(two_runs):
     a, b, _ = two_runs
     for rel in ("models/resnet18.safetensors", "models/resnet18_valid.safetensors",
-                "models/resnet18.json", "metrics/resnet18.json", "metrics/resnet18_steps.csv"):
+                "models/resnet18.json", "metrics/resnet18.json", "metrics/resnet18_steps.csv",
+                "metrics/resnet18_history.csv"):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
 
@@ -244,7 +258,7 @@ def test_load_predictor_refuses_a_foreign_checkpoint(two_runs):
 
 def test_a_batch_larger_than_the_data_is_a_clear_error(tiny_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", **{**TINY, "resnet18": {"batch_size": 512}})
-    r = run_stage("resnet18", tmp_path / "out", tiny_tensors, params)
+    r = run_stage("resnet18", under=tmp_path / "out", params=params, tensors=tiny_tensors)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
         "error: resnet18.batch_size: 512 is more than the 96 training images")
@@ -254,7 +268,8 @@ def test_a_batch_larger_than_the_data_is_a_clear_error(tiny_tensors, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_tensors, tmp_path):
     params = write_params(tmp_path / "params.yaml", **{**TINY, "train": {"device": "cuda"}})
-    r = run_stage("resnet18", tmp_path / "out", tiny_tensors, params, CUDA_VISIBLE_DEVICES="")
+    r = run_stage("resnet18", under=tmp_path / "out", params=params, tensors=tiny_tensors,
+                  env={"CUDA_VISIBLE_DEVICES": ""})
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "error: train.device: 'cuda' was asked for but no CUDA device is available; "
@@ -264,7 +279,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_tensors, tmp_path):
 
 
 def test_stage_help():
-    r = subprocess.run([sys.executable, str(ROOT / STAGE.script), "--help"],
+    r = subprocess.run([*STAGE.argv(), "--help"],
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0
     assert "sections train, resnet18" in r.stdout
@@ -278,7 +293,7 @@ def test_the_book_accuracy_on_the_real_data(real_tensors, tmp_path):
     tensors = real_tensors
     params = write_params(tmp_path / "params.yaml", train={"device": "cpu"})
     out = tmp_path / "out"
-    r = run_stage("resnet18", out, tensors, params)
+    r = run_stage("resnet18", under=out, params=params, tensors=tensors)
     assert r.returncode == 0, r.stderr
     metrics = json.loads((out / "metrics/resnet18.json").read_text())
     # One thread, bfloat16: seeds 0, 1, 2, 3 and 42 give 0.9961-0.9975 (two threads, 42: 0.9980).

@@ -14,7 +14,6 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import tarfile
 import zlib
 from pathlib import Path
@@ -26,9 +25,9 @@ from PIL import Image
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import load_tensors
 from mnist_basics.data import decode_png, decode_pngs, png_members, stack
-
-ROOT = Path(__file__).resolve().parent.parent
-STAGE = ROOT / "stages" / "stack.py"
+from mnist_basics.download import canonical_archive
+from mnist_basics.pipeline import BY_NAME
+from tests.harness import ROOT, run_stage
 
 
 # -- Building PNGs by hand, so that each can be broken in exactly one way --------------------
@@ -95,20 +94,17 @@ def tree(tmp_path) -> Path:
 
 
 def pack(raw: Path, path: Path | None = None) -> Path:
-    """raw/ as mnist_sample/ in a .tgz, as the download stage writes it."""
+    """raw/ as mnist_sample/ in a .tgz, as the download stage writes it (its canonical
+    re-pack: regular files only, sorted); the real archive's own packing is tested below."""
     path = path or raw.parent / "mnist_sample.tgz"
-    with tarfile.open(path, "w:gz") as tar:
-        tar.add(raw, arcname="mnist_sample")
+    files = {p.relative_to(raw).as_posix(): p.read_bytes() for p in raw.rglob("*") if p.is_file()}
+    path.write_bytes(canonical_archive(files))
     return path
 
 
-def run_stage(archive: Path, out: Path, threads: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    return subprocess.run(
-        [sys.executable, str(STAGE), "--archive", str(archive),
-         "--tensors", str(out / "x.safetensors"), "--counts", str(out / "counts.json")],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
-    )
+def into(out: Path) -> dict[str, Path]:
+    """The stack stage's two outputs, by flag, in `out`."""
+    return {"tensors": out / "x.safetensors", "counts": out / "counts.json"}
 
 
 # -- Decoding one PNG ------------------------------------------------------------------------
@@ -183,8 +179,8 @@ def test_png_members_ignores_other_files(tree):
 
 # -- The stage, as the engines run it -------------------------------------------------------
 def test_help_shows_the_pipeline_paths():
-    out = subprocess.run([sys.executable, str(STAGE), "--help"], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
+    out = subprocess.run([*BY_NAME["stack"].argv(), "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     for flag, path in [("--archive", "data/mnist_sample.tgz"), ("--counts", "data/counts.json"),
                        ("--tensors", "data/mnist_sample.safetensors")]:
         assert flag in out and path in out
@@ -194,7 +190,7 @@ def test_stage_writes_tensors_and_counts_identically_on_one_or_two_cores(tree, t
     outs, archive = [], pack(tree)
     for threads in (1, 2):
         out = tmp_path / f"out{threads}"
-        r = run_stage(archive, out, threads)
+        r = run_stage("stack", threads=threads, archive=archive, **into(out))
         assert r.returncode == 0, r.stderr
         outs.append(out)
     a, b = outs
@@ -278,7 +274,7 @@ def test_stage_names_the_bad_file_and_writes_nothing(tree, tmp_path, breaker, wh
     archive = pack(tree)
     bad = f"{archive}:{member}" if member else str(archive)
     out = tmp_path / "out"
-    r = run_stage(archive, out)
+    r = run_stage("stack", archive=archive, **into(out))
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1, r.stderr  # one line, no traceback
     assert r.stderr.startswith(f"error: {bad}: ") and why in r.stderr, r.stderr
@@ -305,7 +301,7 @@ def test_stage_refuses_odd_members_it_would_read(tree, tmp_path, extra, why):
     with tarfile.open(archive, "w:gz") as tar:
         for m, data in [*kept, extra]:
             tar.addfile(m, io.BytesIO(data) if m.isfile() else None)
-    r = run_stage(archive, tmp_path / "out")
+    r = run_stage("stack", archive=archive, **into(tmp_path / "out"))
     assert r.returncode == 1
     assert r.stderr == f"error: {archive}:{why}; rerun the download stage\n"
 
@@ -324,7 +320,7 @@ def test_stage_refuses_a_broken_or_missing_archive(tree, tmp_path, case):
     else:
         archive.unlink()
         archive.mkdir()
-    r = run_stage(archive, tmp_path / "out")
+    r = run_stage("stack", archive=archive, **into(tmp_path / "out"))
     assert r.returncode == 1
     assert r.stderr.startswith(f"error: {archive}: {words}") and r.stderr.count("\n") == 1, \
         r.stderr
@@ -337,7 +333,7 @@ def test_stage_keeps_previous_outputs_when_it_fails(tree, tmp_path):
     (out / "x.safetensors").write_text("previous")
     (out / "counts.json").write_text("previous")
     _replace("text", b"oops")(tree)
-    assert run_stage(pack(tree), out).returncode == 1
+    assert run_stage("stack", archive=pack(tree), **into(out)).returncode == 1
     assert sorted(p.name for p in out.iterdir()) == ["counts.json", "x.safetensors"]
     assert {p.read_text() for p in out.iterdir()} == {"previous"}
 
@@ -345,7 +341,7 @@ def test_stage_keeps_previous_outputs_when_it_fails(tree, tmp_path):
 # -- The real data ----------------------------------------------------------------------------
 def test_stage_on_the_real_archive_equals_the_chapters_pil_loop(mnist_archive, tmp_path):
     out = tmp_path / "out"
-    r = run_stage(mnist_archive, out, threads=2)
+    r = run_stage("stack", threads=2, archive=mnist_archive, **into(out))
     assert r.returncode == 0, r.stderr
 
     counts = json.loads((out / "counts.json").read_text())
