@@ -100,7 +100,6 @@ def test_quick_run_measures_both_engines_in_a_scratch_copy(tmp_path, tiny_archiv
     for m in METHODS:
         assert results["figures"]["stages"][m]["seconds"] > 0
         assert 0 <= results["figures"]["stages"][m]["accuracy"] <= 1
-    assert results["figures"]["stages"]["resnet18"]["images_per_second"] > 0
     assert results["figures"]["snakemake_clean_by_cores"]["1"]["resnet18_threads"] == 1
     assert set(results["targets"]) == set(bench.TARGETS)
     assert results["gpu"].startswith("not measured")
