@@ -33,14 +33,17 @@ push: $(STAMP)  ## send every artifact to the default DVC remote (README: Sharin
 pull: $(STAMP)  ## get every artifact from the default DVC remote, each checked: no training
 	python -m mnist_basics pull
 
-# The tests start their own sshd on 127.0.0.1; installing the package must not start the
-# system's (policy-rc.d tells Debian's scripts not to start services meanwhile).
-test-deps:  ## install the Debian packages the tests use: Chromium, and OpenSSH's server (not started)
+# The tests start their own sshd, munged and Slurm daemons on 127.0.0.1; installing the
+# packages must not start the system's (policy-rc.d tells Debian's scripts not to start
+# services meanwhile).
+test-deps:  ## install the Debian packages the tests use: Chromium; OpenSSH's server, Slurm and munge (none started)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
-	@test -x /usr/sbin/sshd || { \
+	@test -x /usr/sbin/sshd && test -x /usr/sbin/munged && test -x /usr/sbin/slurmctld && \
+	  test -x /usr/sbin/slurmd && test -x /usr/bin/sbatch || { \
 	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; \
 	    chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-server; }
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends openssh-server slurmctld slurmd slurm-client munge; }
 
 test: $(STAMP) test-deps  ## run every test, slow ones included
 	pytest
@@ -69,7 +72,7 @@ messages: $(STAMP)  ## extract the report's strings into its translations (mnist
 	pybabel --quiet extract --mapping-file=babel.cfg --add-comments=Translators: --add-location=file \
 	  --no-wrap --project=mnist-basics --version=0.1.0 --output-file="$$pot" . && \
 	pybabel update --input-file="$$pot" --output-dir=mnist_basics/locale --no-wrap \
-	  --ignore-obsolete
+	  --ignore-obsolete --ignore-pot-creation-date
 
 lock:  ## re-pin requirements.txt from pyproject.toml (in a scratch venv)
 	rm -rf /tmp/mnist-basics-lock && python3 -m venv /tmp/mnist-basics-lock

@@ -1,4 +1,5 @@
-"""Real DVC remotes for the tests: an OpenSSH server and a SeaweedFS S3 server.
+"""Real DVC remotes for the tests: an OpenSSH server and a SeaweedFS S3 server, and the
+helpers that pick ports and watch and stop processes by PID (tests/cluster.py uses them too).
 
 Both bind to 127.0.0.1 only, on free high ports, keep every file in the given
 temporary folder, and are stopped by PID when the context exits (also when the
@@ -87,7 +88,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -115,18 +116,18 @@ def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
     except subprocess.TimeoutExpired:
         pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids[1:]):
+    while time.monotonic() < deadline and any(alive(p) for p in pids[1:]):
         time.sleep(0.05)
     for p in [proc.pid, *_descendants(proc.pid), *pids[1:]]:
-        if _pid_alive(p):
+        if alive(p):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
     time.sleep(0.05)
-    alive = [p for p in pids if _pid_alive(p)]
-    if proc.returncode is None or alive:
-        raise RuntimeError(f"could not stop server processes {alive or [proc.pid]}")
+    left = [p for p in pids if alive(p)]
+    if proc.returncode is None or left:
+        raise RuntimeError(f"could not stop server processes {left or [proc.pid]}")
 
 
 # --------------------------------------------------------------------------

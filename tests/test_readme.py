@@ -18,6 +18,8 @@ ELSEWHERE = {
     "make test": "the suite itself: CI runs it from a clean clone",
     "MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz make bench":
         "minutes of timing: tests/test_bench.py runs bench/run.py --quick",
+    "snakemake --profile profiles/slurm": "needs a cluster: tests/test_slurm.py starts one",
+    "TRAIN_GPUS=1 snakemake --profile profiles/slurm": "likewise, with a GPU: tests/test_slurm.py",
 }
 PLACEHOLDERS = ("/path/to/mnist_sample.tgz", "/tmp/mnist-basics-store")  # -> files of the test
 
