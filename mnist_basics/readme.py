@@ -40,7 +40,8 @@ def results_table(root: Path = ROOT) -> str:
 
 def performance_table(bench: Path = BENCH) -> str:
     r = json.loads(bench.read_text())
-    lines = [f"Medians of {r['runs']} runs, {r['date'][:10]}, on {r['machine']['cpu']} "
+    runs = "One run" if r["runs"] == 1 else f"Medians of {r['runs']} runs"
+    lines = [f"{runs}, {r['date'][:10]}, on {r['machine']['cpu']} "
              f"({r['machine']['cores']} cores), real data, default params:", "",
              "| figure | measured | target | |", "|---|---|---|---|"]
     for name, t in r["targets"].items():
