@@ -22,7 +22,7 @@ The contract, under either engine:
    makes Snakemake stop before it starts. The OS drops both locks if Snakemake is killed.
 
 DVC has no public API for its write lock, so `DvcLocks` calls `dvc.rwlock.rwlock`;
-`tests/test_bridge.py` checks that it still takes the arguments used here and still makes a
+`tests/test_compat.py` checks that it still takes the arguments used here and still makes a
 concurrent `dvc repro` refuse to run, so a DVC upgrade that changes it fails a test by name.
 """
 
