@@ -17,18 +17,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from mnist_basics import PipelineError
-from mnist_basics.data import SIZE, MnistSample
+from mnist_basics.data import SIZE, MnistSample, load_sample
 from mnist_basics.train import (
+    Clock,
     Fit,
+    StageResult,
     Validation,
+    model_card,
+    setup,
     shuffled_batches,
     train_epoch,
     train_model,
+    trained_result,
 )
 
 log = logging.getLogger("mnist_basics")
@@ -160,6 +166,35 @@ def fit(model, data: Prepared, *, lr: float, epochs: int, batch_size: int, seed:
 
     return train_model(one_epoch, lambda: validate_epoch(model, data), epochs=epochs,
                        valid_y=data.valid_y.squeeze(1), name=desc)
+
+
+def train_linear(params: Mapping, tensors: Path) -> StageResult:
+    """Stage linear's whole run: `linear1` from `init_params`, trained by `fit`."""
+    train, p = params["train"], params["linear"]
+    clock = Clock()
+    device = setup(train.seed, train.device, "linear")
+    data = prepare(load_sample(tensors), device)
+    model = Linear1(device)
+    run = fit(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, seed=train.seed,
+              desc="linear")
+    card = model_card("linear", arch=linear_arch(), input=INPUT, params=params)
+    return trained_result(run, state=model.state_dict(), card=card,
+                          valid_y=data.valid_y.squeeze(1), clock=clock, device=device)
+
+
+def train_mlp(params: Mapping, tensors: Path) -> StageResult:
+    """Stage mlp's whole run: `simple_net`, trained by `fit` like linear1."""
+    train, p = params["train"], params["mlp"]
+    clock = Clock()
+    device = setup(train.seed, train.device, "mlp")
+    data = prepare(load_sample(tensors), device)
+    # Built on the CPU from the seeded generator, then moved: the same start on every device.
+    model = simple_net(p.hidden).to(device)
+    run = fit(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, seed=train.seed,
+              desc="mlp")
+    card = model_card("mlp", arch=mlp_arch(p.hidden), input=INPUT, params=params)
+    return trained_result(run, state=model.state_dict(), card=card,
+                          valid_y=data.valid_y.squeeze(1), clock=clock, device=device)
 
 
 def linear_arch() -> dict:

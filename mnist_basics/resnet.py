@@ -35,14 +35,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnist_basics import PipelineError, compat
-from mnist_basics.data import SIZE, MnistSample
-from mnist_basics.train import Fit, Validation, shuffled_batches, train_epoch, train_model
+from mnist_basics.data import SIZE, MnistSample, load_sample
+from mnist_basics.train import (
+    Clock,
+    Fit,
+    StageResult,
+    Validation,
+    model_card,
+    setup,
+    shuffled_batches,
+    train_epoch,
+    train_model,
+    trained_result,
+)
 
 log = logging.getLogger("mnist_basics")
 
@@ -240,6 +252,23 @@ def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
 
     return train_model(one_epoch, lambda: validate_epoch(model, data, bf16=bf16),
                        epochs=epochs, valid_y=data.valid_y, name=desc)
+
+
+def train_resnet18(params: Mapping, tensors: Path) -> StageResult:
+    """Stage resnet18's whole run: the network from scratch, one cycle of `fit_one_cycle`."""
+    train, p = params["train"], params["resnet18"]
+    clock = Clock()
+    device = setup(train.seed, train.device, "resnet18")
+    data = prepare(load_sample(tensors), device, p.channels_last)
+    # Built on the CPU from the seeded generator, then moved: the same start on every device.
+    model = resnet18().to(device, memory_format=memory_format(p.channels_last))
+    run = fit_one_cycle(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size,
+                        pct_start=p.pct_start, weight_decay=p.weight_decay,
+                        max_momentum=p.max_momentum, base_momentum=p.base_momentum,
+                        bf16=p.bf16, seed=train.seed)
+    card = model_card("resnet18", arch=ARCH, input=card_input(data, p.bf16), params=params)
+    return trained_result(run, state=model.state_dict(), card=card, valid_y=data.valid_y,
+                          clock=clock, device=device)
 
 
 def card_input(data: Prepared, bf16: bool) -> dict:

@@ -9,26 +9,15 @@ Reads params sections `train` and `linear`.
 """
 
 from mnist_basics import cli
-from mnist_basics.data import load_sample
-from mnist_basics.models import INPUT, Linear1, fit, linear_arch, prepare
+from mnist_basics.models import train_linear
 from mnist_basics.params import load
-from mnist_basics.train import Clock, Paths, model_card, save_results, setup, trained_result
+from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
     args = cli.parser("linear", __doc__).parse_args()
     params = load(args.params, "train", "linear")
-    train, p = params["train"], params["linear"]
-    clock = Clock()
-    device = setup(train.seed, train.device, "linear")
-    data = prepare(load_sample(args.tensors), device)
-    model = Linear1(device)
-    run = fit(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, seed=train.seed,
-              desc="linear")
-    card = model_card("linear", arch=linear_arch(), input=INPUT, params=params)
-    save_results(Paths.from_args(args), trained_result(
-        run, state=model.state_dict(), card=card, valid_y=data.valid_y.squeeze(1), clock=clock,
-        device=device))
+    save_results(Paths.from_args(args), train_linear(params, args.tensors))
 
 
 if __name__ == "__main__":

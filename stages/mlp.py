@@ -9,27 +9,15 @@ Reads params sections `train` and `mlp`.
 """
 
 from mnist_basics import cli
-from mnist_basics.data import load_sample
-from mnist_basics.models import INPUT, fit, mlp_arch, prepare, simple_net
+from mnist_basics.models import train_mlp
 from mnist_basics.params import load
-from mnist_basics.train import Clock, Paths, model_card, save_results, setup, trained_result
+from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
     args = cli.parser("mlp", __doc__).parse_args()
     params = load(args.params, "train", "mlp")
-    train, p = params["train"], params["mlp"]
-    clock = Clock()
-    device = setup(train.seed, train.device, "mlp")
-    data = prepare(load_sample(args.tensors), device)
-    # Built on the CPU from the seeded generator, then moved: the same start on every device.
-    model = simple_net(p.hidden).to(device)
-    run = fit(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size, seed=train.seed,
-              desc="mlp")
-    card = model_card("mlp", arch=mlp_arch(p.hidden), input=INPUT, params=params)
-    save_results(Paths.from_args(args), trained_result(
-        run, state=model.state_dict(), card=card, valid_y=data.valid_y.squeeze(1), clock=clock,
-        device=device))
+    save_results(Paths.from_args(args), train_mlp(params, args.tensors))
 
 
 if __name__ == "__main__":
