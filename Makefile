@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run repro test test-fast lint bench test-deps dvc.yaml readme messages push pull clean lock
+.PHONY: help venv run repro spread spread-dvc test test-fast lint bench test-deps dvc.yaml readme messages push pull clean lock
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,13 @@ run: $(STAMP)  ## run the whole pipeline with Snakemake (what is out of date)
 
 repro: $(STAMP)  ## run the whole pipeline with DVC instead
 	dvc repro
+
+# Not part of `make run`: 42 more trainings (params.yaml spread and sweep), jobs side by side.
+spread: $(STAMP)  ## train each method once per seed, and the sweep: reports/spread.html
+	snakemake spread --cores 4 --resources gpu=1
+
+spread-dvc: $(STAMP)  ## the same spread and sweep with DVC (one job at a time)
+	dvc repro spread/dvc.yaml
 
 push: $(STAMP)  ## send every artifact to the default DVC remote (README: Sharing results)
 	python -m mnist_basics push

@@ -5,6 +5,7 @@
 #
 #   snakemake --cores 4 --resources gpu=1      # run everything that is out of date
 #   snakemake -n                               # show what would run
+#   snakemake spread --cores 4 --resources gpu=1   # the seed spread and sweep (make spread)
 
 import sys
 
@@ -12,7 +13,8 @@ sys.path.insert(0, workflow.basedir)  # the package, even when it isn't installe
 
 from mnist_basics import PipelineError, bridge
 from mnist_basics.params import load
-from mnist_basics.pipeline import ACCURACY_CSV, METHODS, PARAMS, REPORT, STAGES, STEPS, history
+from mnist_basics.pipeline import (ACCURACY_CSV, METHODS, PARAMS, REPORT, SPREAD, STAGES, STEPS,
+                                   history, snakemake_inputs, spread_jobs)
 
 
 configfile: PARAMS
@@ -25,7 +27,9 @@ try:
 except PipelineError as e:
     raise WorkflowError(str(e)) from None
 
-LOCK = bridge.read_lock()
+LOCKS_OF = {"dvc.yaml": bridge.read_lock(), "spread/dvc.yaml": bridge.read_lock("spread/dvc.lock")}
+JOBS = [*STAGES, *spread_jobs(VALUES)]  # every concrete stage of both dvc.yaml files
+BY_RULE_JOB = {(j.rule.split("@")[0], j.name.partition("@")[2]): j for j in JOBS}
 
 # What `snakemake --report report.html` shows: output -> (caption, category, subcategory).
 CAPTIONS = {
@@ -49,20 +53,42 @@ rule all:
     input: [p for s in STAGES for p in s.all_outputs]
 
 
-for s in STAGES:
+rule spread:
+    # The seed spread and the sweep (spread/dvc.yaml): `make spread`.
+    input: [p for j in spread_jobs(VALUES) for p in j.all_outputs]
+
+
+def job(s, wildcards):
+    """The concrete stage a job runs: for a matrix stage, the one of its wildcards' values."""
+    key = "-".join(str(wildcards[k]) for k in s.matrix)
+    return BY_RULE_JOB[(s.rule, key)]
+
+
+def inputs(s):
+    # params.yaml only while the stage's sections differ from dvc.lock's (bridge rule 2).
+    def of(wildcards):
+        j = job(s, wildcards)
+        changed = bridge.params_changed(j, VALUES, LOCKS_OF[s.dvcfile])
+        return [*snakemake_inputs(j, VALUES), *([PARAMS] if changed else [])]
+    return of
+
+
+for s in [*STAGES, *SPREAD]:
     rule:
-        name: s.name
-        # params.yaml only while the stage's sections differ from dvc.lock's (bridge rule 2).
-        input: [*s.deps, *([PARAMS] if bridge.params_changed(s, VALUES, LOCK) else [])]
+        name: s.rule
+        input: inputs(s)
+        # A matrix stage's keys ({seed}, {value}) are wildcards; values that params.yaml
+        # does not list have no stage in spread/dvc.yaml, so nothing can record them.
         output: [declared(p) for p in s.all_outputs]
+        wildcard_constraints: seed=r"\d+", value=r"[^/_]+"
         # `shell:` is evaluated when the job runs, after this loop has moved on: bind now.
-        params: cmd=s.cmd
+        params: cmd=lambda wildcards, s=s: job(s, wildcards).cmd
         # A multicore stage claims every core Snakemake has, so that nothing runs beside it
         # (each stage still uses no more threads than the machine has; see cli.cpu_threads).
         threads: workflow.cores if s.multicore else 1
         resources: gpu=int(s.gpu)
         conda: "environment.yml"  # used only with --software-deployment-method conda
-        log: f"logs/{s.name}.log"
+        log: f"logs/{s.rule}" + "".join(f"_{{{k}}}" for k in s.matrix) + ".log"
         shell: "{params.cmd} > {log} 2>&1"
 
 
@@ -72,7 +98,7 @@ STARTED = bridge.started()
 
 onstart:
     try:
-        LOCKS.acquire([p for s in STAGES for p in s.all_outputs])
+        LOCKS.acquire([p for j in JOBS for p in j.all_outputs])
     except bridge.Busy as e:
         raise WorkflowError(str(e)) from None
 
@@ -80,7 +106,7 @@ onstart:
 def finish():
     """Release DVC's locks, then record what this run completed (bridge rule 1)."""
     LOCKS.release()
-    bridge.commit(bridge.completed(STAGES, STARTED))
+    bridge.commit(bridge.completed(JOBS, STARTED))
 
 
 onsuccess:

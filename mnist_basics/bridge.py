@@ -2,7 +2,8 @@
 
 The contract, under either engine:
 1. **dvc.lock is the record.** It holds, per stage, the params and the hashes of the inputs
-   and outputs that were last made. DVC writes it after each stage; a Snakemake run writes it
+   and outputs that were last made (spread/dvc.lock likewise for each concrete job of
+   spread/dvc.yaml, `mlp@3`). DVC writes it after each stage; a Snakemake run writes it
    through `dvc commit` for every stage it completed, when it ends (`commit`), also when
    another stage failed.
 2. **A params edit reruns exactly the stages that read it.** Snakemake compares files by
@@ -51,8 +52,13 @@ def read_lock(path: str | Path = "dvc.lock") -> dict:
 
 
 def params_of(stage: Stage, params: Mapping[str, Mapping]) -> dict:
-    """The sections a stage reads, as dvc.lock records them under `params.yaml`."""
-    return {section: dict(params[section]) for section in stage.params}
+    """The sections (or single keys, `train.device`) a stage reads, as dvc.lock records them
+    under `params.yaml`."""
+    out = {}
+    for name in stage.params:
+        section, _, key = name.partition(".")
+        out[name] = params[section][key] if key else dict(params[section])
+    return out
 
 
 def params_changed(stage: Stage, params: Mapping[str, Mapping], lock: Mapping) -> bool:
@@ -99,8 +105,9 @@ class Busy(Exception):
 
 
 def completed(stages: Iterable[Stage], since: float) -> list[str]:
-    """The stages whose every output was written after `since`: what this run made."""
-    return [s.name for s in stages
+    """The stages whose every output was written after `since`: what this run made, as DVC's
+    commands name them (`mlp`, `spread/dvc.yaml:mlp@3`)."""
+    return [s.address for s in stages
             if all(os.path.exists(p) and os.path.getmtime(p) >= since for p in s.all_outputs)]
 
 

@@ -93,6 +93,25 @@ class SgdExample(Section):
     steps: PositiveInt
 
 
+Seeds = Annotated[list[Annotated[int, Field(ge=0, le=2**32 - 1)]], Field(min_length=1)]
+TrainedMethod = Literal["linear", "mlp", "resnet18"]
+
+
+class Spread(Section):
+    """`make spread`: every trained method once per seed (train.seed is the chapter's one)."""
+
+    seeds: Seeds
+
+
+class Sweep(Section):
+    """`make spread` too: one key of one method's section over a grid, each value per seed."""
+
+    method: TrainedMethod
+    key: str  # a key of that method's section, e.g. lr
+    values: Annotated[list[float | int | bool], Field(min_length=1)]
+    seeds: Seeds
+
+
 class Report(Section):
     """The report page (stage `report`); mnist_basics/i18n.py holds its catalogues."""
 
@@ -107,6 +126,8 @@ SECTIONS: dict[str, type[Section]] = {
     "mlp": Mlp,
     "resnet18": Resnet18,
     "report": Report,
+    "spread": Spread,
+    "sweep": Sweep,
 }
 
 
@@ -129,6 +150,8 @@ def _describe(err: dict) -> str:
         return f"must be one of {ctx['expected']} (got {got!r})"
     if kind == "string_pattern_mismatch":
         return f"must match {ctx['pattern']} (got {got!r})"
+    if kind == "too_short":
+        return f"must list at least {ctx['min_length']} value (got {got!r})"
     if kind == "missing":
         return "is missing"
     return f"{err['msg'].lower()} (got {got!r})"
@@ -175,14 +198,21 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def load(path: str | Path, *names: str) -> dict[str, Section]:
-    """Validate and return the named sections of params.yaml, e.g. `load(p, "train", "mlp")`."""
+def load(path: str | Path, *names: str,
+         overrides: dict[str, dict] | None = None) -> dict[str, Section]:
+    """Validate and return the named sections of params.yaml, e.g. `load(p, "train", "mlp")`.
+
+    `overrides` replaces values before they are checked, as a seed spread or a sweep job
+    does: `load(p, "train", "mlp", overrides={"train": {"seed": 3}, "mlp": {"lr": 0.05}})`.
+    """
     path = Path(path)
     raw = read_yaml(path)
     out = {}
     for name in names:
         model = SECTIONS[name]
         values = raw.get(name)
+        if isinstance(values, dict) and overrides and name in overrides:
+            values = {**values, **overrides[name]}
         if not isinstance(values, dict):
             raise _fail(path, f"{name}: section is missing or not a mapping")
         unknown = sorted(set(values) - set(model.model_fields))

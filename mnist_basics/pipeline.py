@@ -11,12 +11,18 @@ default of a command-line flag (`python stages/mlp.py --help` lists them), so a 
 command is just `python stages/<name>.py`, and a test points any path elsewhere with
 `Stage.argv`.
 
-Run `python -m mnist_basics.pipeline --check` to verify that dvc.yaml matches.
+The seed spread and the sweep (`make spread`) are stages too, kept out of the chapter's
+run: `SPREAD` generates `spread/dvc.yaml`, where each trained method runs once per seed of
+params.yaml `spread.seeds` (DVC's `matrix`; Snakemake's `{seed}` wildcard), the sweep once
+per value and seed, and one stage gathers them into `reports/spread.html`.
+
+Run `python -m mnist_basics.pipeline --check` to verify that both dvc.yaml files match.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DVC_YAML = ROOT / "dvc.yaml"
+SPREAD_DVC_YAML = ROOT / "spread" / "dvc.yaml"
 PARAMS = "params.yaml"
 
 # -- Artifacts -------------------------------------------------------------------------------
@@ -76,6 +83,25 @@ SGD_EXAMPLE = {  # the chapter's SGD walk-through and its small examples
 REPORT = "reports/index.html"
 ACCURACY_CSV = "reports/accuracy.csv"
 
+# The spread's results: one small JSON per run, kept in git like the metrics ({seed} and
+# {value} are the runs' matrix keys), and the page and tables that gather them.
+SPREAD_RUNS = "metrics/spread"
+SWEEP_RUNS = "metrics/sweep"
+
+
+def spread_run(method: str, seed: object = "{seed}") -> str:
+    return f"{SPREAD_RUNS}/{method}_seed{seed}.json"
+
+
+def sweep_run(value: object = "{value}", seed: object = "{seed}") -> str:
+    return f"{SWEEP_RUNS}/value{value}_seed{seed}.json"
+
+
+SPREAD_REPORT = "reports/spread.html"
+SPREAD_CSV = "reports/spread.csv"  # one row per method and seed
+SWEEP_CSV = "reports/sweep.csv"  # one row per value and seed
+SPREAD_METRICS = "metrics/spread.json"  # mean, sd, min, max per method and per swept value
+
 # Outputs that hold this run's wall-clock figures (the page shows when it was written and the
 # seconds): the only outputs that two runs with the same params and code write differently.
 WALL_CLOCK = (*(timing(m) for m in METHODS), REPORT)
@@ -107,15 +133,30 @@ class Stage:
     outputs: dict[str, str] = field(default_factory=dict)  # flag -> path written (DVC-cached)
     metrics: dict[str, str] = field(default_factory=dict)  # flag -> small JSON kept in git
     plots: dict[str, str] = field(default_factory=dict)  # flag -> CSV kept in git
+    kept: dict[str, str] = field(default_factory=dict)  # flag -> other file kept in git
     code: list[str] = field(default_factory=list)  # package modules the stage imports
     params: list[str] = field(default_factory=list)  # params.yaml sections the stage reads
     gpu: bool = False  # trains a model: one GPU (or the whole CPU) at a time
     multicore: bool = False  # uses every core it is given (the others use one thread)
     plot_axes: dict[str, tuple[str, str]] = field(default_factory=dict)  # plot path -> (x, y)
+    # A stage run once per combination of values (DVC's `matrix`, a Snakemake wildcard per
+    # key): key -> the params.yaml list it takes, e.g. {"seed": "spread.seeds"}. "{seed}" in
+    # its paths and `args` stands for the value, "{sweep.key}" for a value of params.yaml.
+    matrix: dict[str, str] = field(default_factory=dict)
+    args: str = ""  # the command's arguments besides the paths
+    script_name: str = ""  # stages/<script_name>.py when it is not the stage's name
+    dvcfile: str = "dvc.yaml"  # the file that holds the stage
+    gathers: dict[str, str] = field(default_factory=dict)  # input flag -> matrix stage whose
+    # outputs that folder holds: DVC depends on the folder, Snakemake on each file
 
     @property
     def script(self) -> str:
-        return f"stages/{self.name}.py"
+        return f"stages/{self.script_name or self.name}.py"
+
+    @property
+    def address(self) -> str:
+        """How DVC's commands name the stage: `mlp`, `spread/dvc.yaml:mlp@3`."""
+        return self.name if self.dvcfile == "dvc.yaml" else f"{self.dvcfile}:{self.name}"
 
     @property
     def deps(self) -> list[str]:
@@ -124,16 +165,26 @@ class Stage:
     @property
     def files(self) -> dict[str, str]:
         """flag -> path for everything the stage reads and writes."""
-        return {**self.inputs, **self.outputs, **self.metrics, **self.plots}
+        return {**self.inputs, **self.outputs, **self.metrics, **self.plots, **self.kept}
 
     @property
     def all_outputs(self) -> list[str]:
-        return [*self.outputs.values(), *self.metrics.values(), *self.plots.values()]
+        return [*self.outputs.values(), *self.metrics.values(), *self.plots.values(),
+                *self.kept.values()]
+
+    @property
+    def rule(self) -> str:
+        """The Snakemake rule: the stage's name, prefixed by its dvc.yaml's folder if any."""
+        folder = Path(self.dvcfile).parent.name
+        return f"{folder}_{self.name}" if folder else self.name
 
     @property
     def cmd(self) -> str:
-        """The command both engines run: every path is the flag's default."""
-        return f"python {self.script}"
+        """The command both engines run: every path is the flag's default, but those that
+        hold a matrix key."""
+        templated = [f"--{flag.replace('_', '-')} {path}" for flag, path in self.files.items()
+                     if "{" in path]
+        return " ".join([f"python {self.script}", *filter(None, [self.args]), *templated])
 
     def argv(self, *, python: str = sys.executable, root: str | Path = ROOT,
              under: str | Path | None = None, params: str | Path | None = None,
@@ -152,6 +203,47 @@ class Stage:
                 continue
             out += [f"--{flag.replace('_', '-')}", str(path)]
         return out
+
+    def expand(self, params: dict) -> list[Stage]:
+        """One concrete stage per combination of the matrix's values, named as DVC names them
+        (`mlp@3`, `sweep@0.05-0`), every placeholder filled in."""
+        if not self.matrix:
+            return [self]
+        combos: list[dict] = [{}]
+        for key, source in self.matrix.items():
+            combos = [{**c, key: v} for c in combos for v in lookup(params, source)]
+        args = self.cmd.removeprefix(f"python {self.script}").strip()  # the paths with keys too
+        return [self._concrete(c, params, args) for c in combos]
+
+    def _concrete(self, values: dict, params: dict, args: str) -> Stage:
+        def fill(text: str) -> str:
+            return fill_placeholders(text, lambda k: values[k] if k in values
+                                     else lookup(params, k))
+
+        def each(paths: dict[str, str]) -> dict[str, str]:
+            return {flag: fill(path) for flag, path in paths.items()}
+
+        return Stage(
+            name=f"{self.name}@{'-'.join(str(values[k]) for k in self.matrix)}",
+            inputs=each(self.inputs), outputs=each(self.outputs), metrics=each(self.metrics),
+            plots=each(self.plots), kept=each(self.kept), code=self.code,
+            params=[fill(p) for p in self.params], gpu=self.gpu, multicore=self.multicore,
+            args=fill(args), script_name=self.script_name or self.name, dvcfile=self.dvcfile)
+
+
+def lookup(params: dict, dotted: str) -> object:
+    """params.yaml's value at `spread.seeds`."""
+    value: object = params
+    for part in dotted.split("."):
+        value = value[part]  # type: ignore[index]
+    return value
+
+
+PLACEHOLDER = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)?)\}")
+
+
+def fill_placeholders(text: str, value) -> str:
+    return PLACEHOLDER.sub(lambda m: str(value(m.group(1))), text)
 
 
 def _method_stage(name: str, *, extra_plots: dict[str, str] | None = None) -> Stage:
@@ -236,24 +328,108 @@ STAGES: list[Stage] = [
         code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
               "mnist_basics/i18n.py", "mnist_basics/try_it.py",
               "mnist_basics/templates/report.html.j2", "mnist_basics/templates/try_it.html.j2",
-              "mnist_basics/templates/prepare.js",
+              "mnist_basics/templates/prepare.js", "mnist_basics/templates/page.css",
               "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
-        params=["data", "sgd_example", "train", *TRAINED, "report"],
+        # Every section: the page lists every value of params.yaml.
+        params=["data", "sgd_example", "train", *TRAINED, "report", "spread", "sweep"],
     ),
 ]
 
 BY_NAME = {s.name: s for s in STAGES}
 
+# -- The spread: `make spread` (spread/dvc.yaml), never part of `make run` ---------------------
+SPREAD_CODE = [*TRAINING, PARAMS_CODE, "mnist_basics/models.py", "mnist_basics/resnet.py"]
 
-def dvc_stages() -> dict:
-    """The `stages:` mapping of dvc.yaml."""
+
+def _spread_stage(method: str) -> Stage:
+    return Stage(
+        name=method,
+        dvcfile="spread/dvc.yaml",
+        script_name="spread",
+        matrix={"seed": "spread.seeds"},
+        args=f"{method} --seed {{seed}}",
+        inputs={"tensors": TENSORS},
+        kept={"out": spread_run(method)},
+        code=SPREAD_CODE,
+        # train.seed is the chapter's; each run takes its own.
+        params=["train.device", method],
+        gpu=method == "resnet18",  # the small models share a GPU, or a core each
+        multicore=method == "resnet18",
+    )
+
+
+SPREAD_METHODS = TRAINED
+SPREAD: list[Stage] = [
+    *(_spread_stage(m) for m in SPREAD_METHODS),
+    Stage(
+        name="sweep",
+        dvcfile="spread/dvc.yaml",
+        script_name="spread",
+        matrix={"value": "sweep.values", "seed": "sweep.seeds"},
+        args="{sweep.method} --seed {seed} --set {sweep.key}={value}",
+        inputs={"tensors": TENSORS},
+        kept={"out": sweep_run()},
+        code=SPREAD_CODE,
+        params=["train.device", "{sweep.method}"],
+    ),
+    Stage(
+        name="report",
+        dvcfile="spread/dvc.yaml",
+        script_name="spread_report",
+        inputs={"spread_runs": SPREAD_RUNS, "sweep_runs": SWEEP_RUNS,
+                **{report_flag(m, "metrics"): metrics(m) for m in SPREAD_METHODS}},
+        gathers={"spread_runs": SPREAD_METHODS, "sweep_runs": ("sweep",)},
+        # In git, like the runs: a clone shows the spread without training 42 models.
+        kept={"out": SPREAD_REPORT, "csv": SPREAD_CSV, "sweep_csv": SWEEP_CSV},
+        metrics={"metrics": SPREAD_METRICS},
+        code=[*CORE, PARAMS_CODE, "mnist_basics/report.py", "mnist_basics/i18n.py",
+              "mnist_basics/spread.py", "mnist_basics/templates/spread.html.j2",
+              "mnist_basics/templates/page.css"],
+        params=["spread", "sweep", "train", *SPREAD_METHODS],
+    ),
+]
+SPREAD_BY_NAME = {s.name: s for s in SPREAD}
+
+
+def spread_jobs(params: dict) -> list[Stage]:
+    """Every concrete stage of spread/dvc.yaml at these params: `mlp@3`, ..., `report`."""
+    return [job for s in SPREAD for job in s.expand(params)]
+
+
+def snakemake_inputs(stage: Stage, params: dict) -> list[str]:
+    """A stage's inputs for Snakemake: a folder it gathers becomes the files it holds."""
+    gathered = {flag: [p for name in names for job in SPREAD_BY_NAME[name].expand(params)
+                       for p in job.all_outputs]
+                for flag, names in stage.gathers.items()}
+    paths = [stage.script, *stage.code]
+    for flag, path in stage.inputs.items():
+        paths += gathered.get(flag, [path])
+    return paths
+
+
+def _dvc(text: str, matrix: dict[str, str]) -> str:
+    """A template in DVC's syntax: `{seed}` -> `${item.seed}`, `{sweep.key}` -> `${sweep.key}`."""
+    return fill_placeholders(text, lambda k: f"${{item.{k}}}" if k in matrix else f"${{{k}}}")
+
+
+def dvc_stages(stages: list[Stage] = STAGES) -> dict:
+    """The `stages:` mapping of a dvc.yaml."""
     out = {}
-    for s in STAGES:
-        d: dict = {"cmd": s.cmd, "deps": s.deps}
+    for s in stages:
+        d: dict = {}
+        if s.matrix:
+            d["matrix"] = {k: f"${{{v}}}" for k, v in s.matrix.items()}
+        if s.dvcfile != "dvc.yaml":
+            d["wdir"] = "/".join(".." for _ in Path(s.dvcfile).parent.parts)
+        d["cmd"] = _dvc(s.cmd, s.matrix)
+        d["deps"] = [_dvc(p, s.matrix) for p in s.deps]
         if s.params:
-            d["params"] = list(s.params)
+            d["params"] = [_dvc(p, s.matrix) for p in s.params]
         if s.outputs:
             d["outs"] = list(s.outputs.values())
+        if s.kept:
+            d.setdefault("outs", []).extend({_dvc(p, s.matrix): {"cache": False}}
+                                            for p in s.kept.values())
         if s.metrics:
             d["metrics"] = [{p: {"cache": False}} for p in s.metrics.values()]
         if s.plots:
@@ -274,29 +450,49 @@ HEADER = """\
 """
 
 
+SPREAD_HEADER = """\
+# GENERATED from mnist_basics/pipeline.py (SPREAD) by `make dvc.yaml`: edit that file.
+# `make spread`, not `make run`: each trained method once per seed of params.yaml
+# `spread.seeds`, the sweep once per value and seed, then reports/spread.html. Paths are
+# relative to the project root (wdir); the values come from ../params.yaml.
+"""
+
+
 def render_dvc_yaml() -> str:
     body = yaml.safe_dump({"stages": dvc_stages()}, sort_keys=False, width=1000)
     return HEADER + body
 
 
-def generated_file_main(argv: list[str] | None, path: Path, render, target: str) -> int:
-    """The command line of a generated file: write `render()` to `path`, or with --check exit 1
-    when the file differs from it (`make lint` and the tests check dvc.yaml and the README)."""
-    ap = argparse.ArgumentParser(description=f"regenerate {path.name} (make {target})")
-    ap.add_argument("--check", action="store_true", help=f"exit 1 if {path.name} is out of date")
+def render_spread_dvc_yaml() -> str:
+    body = yaml.safe_dump({"vars": ["../" + PARAMS], "stages": dvc_stages(SPREAD)},
+                          sort_keys=False, width=1000)
+    return SPREAD_HEADER + body
+
+
+def generated_file_main(argv: list[str] | None, files: dict[Path, object], target: str) -> int:
+    """The command line of generated files: write each `render()` to its path, or with --check
+    exit 1 when one differs (`make lint` and the tests check the dvc.yaml files and README)."""
+    names = ", ".join(str(p.relative_to(ROOT)) for p in files)
+    ap = argparse.ArgumentParser(description=f"regenerate {names} (make {target})")
+    ap.add_argument("--check", action="store_true", help=f"exit 1 if {names} is out of date")
     args = ap.parse_args(argv)
-    text = render()
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{path.name} is out of date: run `make {target}`", file=sys.stderr)
-            return 1
-        return 0
-    path.write_text(text)
-    return 0
+    stale = False
+    for path, render in files.items():
+        text = render()
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path.relative_to(ROOT)} is out of date: run `make {target}`",
+                      file=sys.stderr)
+                stale = True
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return int(stale)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return generated_file_main(argv, DVC_YAML, render_dvc_yaml, "dvc.yaml")
+    return generated_file_main(argv, {DVC_YAML: render_dvc_yaml,
+                                      SPREAD_DVC_YAML: render_spread_dvc_yaml}, "dvc.yaml")
 
 
 if __name__ == "__main__":

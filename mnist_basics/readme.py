@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from mnist_basics.pipeline import ROOT, generated_file_main, metrics
+from mnist_basics.pipeline import ROOT, SPREAD_METRICS, generated_file_main, metrics
 
 README = ROOT / "README.md"
 BENCH = ROOT / "bench/results.json"
@@ -38,6 +38,24 @@ def results_table(root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
+def spread_table(root: Path = ROOT) -> str:
+    """Each method over the spread's seeds, and the sweep, from metrics/spread.json."""
+    s = json.loads((root / SPREAD_METRICS).read_text())
+    n = next(iter(s["methods"].values()))["n"]
+    lines = [f"| method | chapter's run | ± over {n} seeds | min–max | the book "
+             "| book's percentile |", "|---|---|---|---|---|---|"]
+    for m, v in s["methods"].items():
+        lines.append(f"| {m} | {v['chapter_run']:.4f} | {v['mean']:.4f} ± {v['sd']:.4f} | "
+                     f"{v['min']:.4f}–{v['max']:.4f} | {v['book']:g} | {v['book_percentile']:g} |")
+    sweep = s["sweep"]
+    if sweep["values"]:
+        seeds = sweep["values"][0]["n"]
+        lines += ["", f"| {sweep['key']} | ± over {seeds} seeds | min–max |", "|---|---|---|"]
+        lines += [f"| {v['value']:g} | {v['mean']:.4f} ± {v['sd']:.4f} | "
+                  f"{v['min']:.4f}–{v['max']:.4f} |" for v in sweep["values"]]
+    return "\n".join(lines)
+
+
 def performance_table(bench: Path = BENCH) -> str:
     r = json.loads(bench.read_text())
     runs = "One run" if r["runs"] == 1 else f"Medians of {r['runs']} runs"
@@ -47,10 +65,17 @@ def performance_table(bench: Path = BENCH) -> str:
     for name, t in r["targets"].items():
         lines.append(f"| {name} | {t['value']:g} {t['unit']} | ≤ {t['limit']:g} {t['unit']} | "
                      f"{'met' if t['met'] else '**missed**'} |")
+    by = r["figures"].get("spread_by_cores")
+    if by:
+        jobs = next(iter(by.values()))["jobs"]
+        lines += ["", f"`make spread` ({jobs} jobs): " + ", ".join(
+            f"{v['seconds']:.0f} s at `--cores {n}`" + (f" (×{v['speedup']:.2f})"
+                                                       if v["speedup"] != 1 else "")
+            for n, v in by.items()) + "."]
     return "\n".join(lines)
 
 
-TABLES = {"results": results_table, "performance": performance_table}
+TABLES = {"results": results_table, "spread": spread_table, "performance": performance_table}
 
 
 def render(text: str) -> str:
@@ -64,7 +89,7 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return generated_file_main(argv, README, lambda: render(README.read_text()), "readme")
+    return generated_file_main(argv, {README: lambda: render(README.read_text())}, "readme")
 
 
 if __name__ == "__main__":
