@@ -3,6 +3,7 @@
     MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz python bench/run.py   # 3 runs, bench/results.json
     python bench/run.py --runs 5 --out /tmp/results.json
     python bench/run.py --cores 1 2 4      # then one clean Snakemake run per --cores value
+    python bench/run.py --spread 1         # the seed spread at --cores 1 only (default: 1 2)
     python bench/run.py --quick --archive tiny.tgz --out /tmp/r.json  # smoke test, any archive
 
 Everything runs in a scratch copy of the project (a fresh git repo in a temp folder, no
@@ -18,6 +19,10 @@ Each run, in order:
    spent importing (the top-level entries of -X importtime, lazy imports included) and the
    stage's own `seconds` from its timing file.
 3. `dvc repro` from nothing, a no-op `dvc repro`, and `dvc repro` after the same mlp.lr edit.
+
+After the runs, `snakemake spread` (every job of spread/dvc.yaml: each trained method per
+seed, the sweep, the page) once per --spread value of --cores, the chapter's outputs in place
+and the spread's removed each time: its wall time and the speed-up over the first value.
 
 Every figure in results.json's "figures" is the median over the runs; "runs" keeps each one.
 The archive comes from --archive, else MNIST_SAMPLE_URL, else ~/.fastai/archive. `--quick`
@@ -48,7 +53,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mnist_basics.pipeline import METHODS, STAGES, metrics, timing  # noqa: E402
+from mnist_basics.pipeline import (  # noqa: E402
+    METHODS,
+    SPREAD_RUNS,
+    STAGES,
+    SWEEP_RUNS,
+    metrics,
+    spread_jobs,
+    timing,
+)
 from tests.harness import (  # noqa: E402
     FAST_PARAMS,
     SNAKEMAKE,
@@ -99,7 +112,7 @@ def scratch_project(dest: Path, archive: Path, quick: bool) -> Path:
     if not quick:
         return make_project(dest)
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    return make_project(dest, params={"data": {"md5": md5}, **FAST_PARAMS})
+    return make_project(dest, params={"data": {"md5": md5}, **FAST_PARAMS})  # a 9-job spread
 
 
 # -- One run ---------------------------------------------------------------------------------
@@ -191,6 +204,27 @@ def by_cores(proj: Path, env: dict, cores: list[int]) -> dict[str, dict]:
     return out
 
 
+def spread_by_cores(proj: Path, env: dict, cores: list[int]) -> dict[str, dict]:
+    """`snakemake spread` with each --cores value, the chapter done and the spread's runs gone:
+    its wall time, its jobs, and the speed-up over the first value."""
+    out: dict[str, dict] = {}
+    if not cores:
+        return out
+    timed(SNAKEMAKE, proj, env)  # the chapter, which the spread's jobs read
+    jobs = spread_jobs(yaml.safe_load((proj / "params.yaml").read_text()))
+    for n in cores:
+        for folder in (SPREAD_RUNS, SWEEP_RUNS):
+            shutil.rmtree(proj / folder, ignore_errors=True)
+        load = os.getloadavg()[0]
+        r = timed(("snakemake", "spread", "--cores", str(n), "--resources", "gpu=1"), proj, env)
+        out[str(n)] = {"seconds": round(r["seconds"], 3), "jobs": len(jobs),
+                       "load_before": load}
+    first = out[str(cores[0])]["seconds"]
+    for v in out.values():
+        v["speedup"] = round(first / v["seconds"], 3)
+    return out
+
+
 # -- Summaries -------------------------------------------------------------------------------
 def median(runs: list):
     """The element-wise median of equally shaped runs (lists of names: the first run's)."""
@@ -268,6 +302,11 @@ def table(results: dict) -> str:
         reran = ", ".join(e["incremental_ran"])
         lines.append(f"{engine}: clean {e['clean_s']:.1f} s, no-op {e['noop_s']:.2f} s, "
                      f"mlp.lr edit {e['incremental_s']:.1f} s (reran {reran})")
+    if f.get("spread_by_cores"):
+        by = f["spread_by_cores"]
+        jobs = next(iter(by.values()))["jobs"]
+        lines.append(f"snakemake spread ({jobs} jobs) by --cores (one run each): " + ", ".join(
+            f"{n}: {v['seconds']:.1f} s (x{v['speedup']:.2f})" for n, v in by.items()))
     if "snakemake_clean_by_cores" in f:
         by = f["snakemake_clean_by_cores"]
         lines.append("snakemake clean by --cores (one run each): " + ", ".join(
@@ -293,6 +332,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results.json")
     ap.add_argument("--cores", type=int, nargs="*", default=[],
                     help="after the runs, time one clean Snakemake run with each --cores value")
+    ap.add_argument("--spread", type=int, nargs="*", default=None,
+                    help="after the runs, time `snakemake spread` with each --cores value "
+                         "(default: 1 2; none with --quick)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: one run, short training, the archive accepted by its md5")
     ap.add_argument("--keep", action="store_true", help="keep the scratch project (path printed)")
@@ -315,6 +357,8 @@ def main() -> int:
             print(f"run {i + 1}/{runs}: snakemake clean {done[-1]['snakemake']['clean_s']:.1f} s,"
                   f" dvc clean {done[-1]['dvc']['clean_s']:.1f} s", file=sys.stderr, flush=True)
         cores = by_cores(proj, env, args.cores)
+        spread_cores = [1, 2] if args.spread is None and not args.quick else args.spread or []
+        spread = spread_by_cores(proj, env, spread_cores)
     finally:
         if args.keep:
             print(f"scratch project kept in {scratch}", file=sys.stderr)
@@ -324,6 +368,8 @@ def main() -> int:
     figures = median(done)
     if cores:  # one run each, after the others
         figures["snakemake_clean_by_cores"] = cores
+    if spread:
+        figures["spread_by_cores"] = spread
     results = {
         "command": "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),

@@ -27,12 +27,16 @@ from mnist_basics.pipeline import BY_NAME
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 OUTPUT_DIRS = ("data", "models", "metrics")  # where the stages write; never copied
-GENERATED = ("dvc.lock", "reports/index.html", "reports/accuracy.csv")
+GENERATED = ("dvc.lock", "reports/index.html", "reports/accuracy.csv", "spread/dvc.lock",
+             "reports/spread.html", "reports/spread.csv", "reports/sweep.csv")
+LOCKS = ("dvc.lock", "spread/dvc.lock")  # the committed record of the real data's runs
 ENGINE_STATE = (".snakemake", "logs", ".dvc/cache", ".dvc/tmp")
 SNAKEMAKE = ("snakemake", "--cores", "4", "--resources", "gpu=1")
 # A whole run in seconds: project copies test the machinery, not the accuracy.
 FAST_PARAMS = {"linear": {"epochs": 3}, "mlp": {"epochs": 3},
-               "resnet18": {"epochs": 1, "batch_size": 8}}
+               "resnet18": {"epochs": 1, "batch_size": 8},
+               # two seeds and two values: a spread of 9 jobs
+               "spread": {"seeds": [0, 1]}, "sweep": {"values": [0.1, 0.3], "seeds": [0]}}
 
 
 # -- Data ------------------------------------------------------------------------------------
@@ -178,13 +182,14 @@ def git_commit(proj: Path, message: str = "copy") -> None:
 def make_project(dest: Path, *, params: dict | None = None, lock: bool = False) -> Path:
     """Copy this project's tracked and new files into a fresh git repo at `dest`.
 
-    No outputs, and no dvc.lock unless `lock` (the committed record of the real data's run).
+    No outputs, and no dvc.lock files unless `lock` (the committed record of the real data's
+    runs).
     params.yaml is updated with `params`, such as the md5 of a tiny archive to accept.
     """
     files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout
     for rel in filter(None, files.split("\0")):
         skip = rel.split("/")[0] in OUTPUT_DIRS or (rel in GENERATED and not
-                                                    (lock and rel == "dvc.lock"))
+                                                    (lock and rel in LOCKS))
         if skip or not (ROOT / rel).is_file():
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -230,22 +235,23 @@ def clean_outputs(proj: Path) -> None:
         (proj / f).unlink(missing_ok=True)
 
 
-def dvc_changed(proj: Path, env: dict | None = None) -> set[str]:
-    """The stages `dvc status` reports as changed."""
-    out = sh("dvc", "status", cwd=proj, env=env).stdout
+def dvc_changed(proj: Path, env: dict | None = None, *targets: str) -> set[str]:
+    """The stages `dvc status` reports as changed: the chapter's (dvc.yaml), or those of
+    `targets` (`spread/dvc.yaml`, or both files)."""
+    out = sh("dvc", "status", *(targets or ["dvc.yaml"]), cwd=proj, env=env).stdout
     if "Data and pipelines are up to date." in out:
         return set()
-    return {line[:-1] for line in out.splitlines() if re.match(r"^\w+:$", line)}
+    return {line[:-1] for line in out.splitlines() if re.match(r"^[\w/.]+(:[\w@.-]+)?:$", line)}
 
 
 def ran(log: str) -> set[str]:
-    """The stages a Snakemake log or plan shows as jobs."""
-    return set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - {"all"}
+    """The stages a Snakemake log or plan shows as jobs (not the target rules)."""
+    return set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - {"all", "spread"}  # targets
 
 
-def snakemake_plan(proj: Path, env: dict | None = None) -> set[str] | str:
-    """The stages a Snakemake dry run would run, or its error when it refuses to plan."""
-    r = sh(*SNAKEMAKE, "--dry-run", cwd=proj, env=env, check=False)
+def snakemake_plan(proj: Path, env: dict | None = None, *targets: str) -> set[str] | str:
+    """The rules a Snakemake dry run would run, or its error when it refuses to plan."""
+    r = sh(SNAKEMAKE[0], *targets, *SNAKEMAKE[1:], "--dry-run", cwd=proj, env=env, check=False)
     if r.returncode != 0:
         return r.stdout + r.stderr
     return ran(r.stdout)

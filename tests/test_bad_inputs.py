@@ -36,7 +36,7 @@ import yaml
 from PIL import Image
 
 from mnist_basics.params import SECTIONS
-from mnist_basics.pipeline import BY_NAME, STAGES
+from mnist_basics.pipeline import BY_NAME, SPREAD_BY_NAME, STAGES
 from tests import harness
 from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, write_params
 
@@ -278,6 +278,8 @@ def out_of_range(field) -> list[tuple[str, object, str]]:
             cases.append(("at exclusive maximum", m.lt, f"must be less than {m.lt}"))
         if getattr(m, "pattern", None):
             cases.append(("pattern mismatch", "not/valid", "must match"))
+        if getattr(m, "min_length", None):
+            cases.append(("empty list", [], f"must list at least {m.min_length} value"))
     if get_origin(field.annotation) is Literal:
         cases.append(("not an allowed value", "tpu", "must be one of"))
     return cases
@@ -287,6 +289,8 @@ def wrong_type(field) -> object:
     t = field.annotation
     if get_origin(t) is Literal:
         return 1
+    if get_origin(t) is list:
+        return "12"
     return {str: 12, int: "12", float: "0.1", bool: "yes"}[t]
 
 
@@ -313,14 +317,17 @@ def param_cases() -> list:
 
 
 # The first stage that declares each section; the report reads every section, so it gets
-# every case too (and is the only reader of its own).
+# every case too (and is the only reader of its own). The spread's sections are read by the
+# spread's page (stages/spread_report.py) first.
 READER = {section: next((s.name for s in STAGES if section in s.params and s.name != "report"),
                         "report") for section in SECTIONS}
+READER |= {"spread": "spread_report", "sweep": "spread_report"}
+SCRIPTS = {**BY_NAME, "spread_report": SPREAD_BY_NAME["report"]}
 
 
 def prepare_outputs(root: Path, stage: str) -> None:
     """Stand-ins for a previous run's outputs at the stage's default paths (relative to root)."""
-    for path in BY_NAME[stage].all_outputs:
+    for path in SCRIPTS[stage].all_outputs:
         p = root / path
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(f"previous {path}\n")

@@ -78,7 +78,7 @@ def test_quick_run_measures_both_engines_in_a_scratch_copy(tmp_path, tiny_archiv
     out = tmp_path / "results.json"
     archive, _, _ = tiny_archive
     cmd = [sys.executable, "bench/run.py", "--quick", "--archive", str(archive),
-           "--out", str(out), "--cores", "1"]
+           "--out", str(out), "--cores", "1", "--spread", "2"]
     before = checkout_state()
     r = subprocess.run(cmd, cwd=ROOT, env=engine_env(), capture_output=True, text=True,
                        timeout=600)
@@ -101,6 +101,9 @@ def test_quick_run_measures_both_engines_in_a_scratch_copy(tmp_path, tiny_archiv
         assert results["figures"]["stages"][m]["seconds"] > 0
         assert 0 <= results["figures"]["stages"][m]["accuracy"] <= 1
     assert results["figures"]["snakemake_clean_by_cores"]["1"]["resnet18_threads"] == 1
+    spread = results["figures"]["spread_by_cores"]["2"]  # harness.FAST_PARAMS: 9 jobs
+    assert spread["jobs"] == 9 and spread["seconds"] > 0 and spread["speedup"] == 1
+    assert "snakemake spread (9 jobs) by --cores" in r.stdout
     assert set(results["targets"]) == set(bench.TARGETS)
     assert results["gpu"].startswith("not measured")
     assert results["machine"]["cores"] >= 1 and results["machine"]["torch"]

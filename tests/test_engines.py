@@ -81,7 +81,7 @@ def dvc_view(cwd: Path) -> dict[str, dict]:
                 "params": sorted(k for d in s.deps if hasattr(d, "params") for k in d.params),
                 "outs": [o.def_path for o in s.outs],
             }
-            for s in repo.index.stages
+            for s in repo.index.stages if s.path_in_repo == "dvc.yaml"  # not spread/dvc.yaml
         }
 
 

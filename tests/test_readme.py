@@ -20,6 +20,11 @@ ELSEWHERE = {
         "minutes of timing: tests/test_bench.py runs bench/run.py --quick",
     "snakemake --profile profiles/slurm": "needs a cluster: tests/test_slurm.py starts one",
     "TRAIN_GPUS=1 snakemake --profile profiles/slurm": "likewise, with a GPU: tests/test_slurm.py",
+    # The queue runs in the background: the test waits for it, where the README says to.
+    "dvc exp run --queue -S 'mlp.lr=0.1,0.2' -S 'train.seed=1,2'":
+        "tests/test_spread.py::test_dvc_queue_runs_a_two_by_two_grid",
+    "dvc queue start -j 2": "likewise",
+    "dvc queue stop": "likewise",
 }
 PLACEHOLDERS = ("/path/to/mnist_sample.tgz", "/tmp/mnist-basics-store")  # -> files of the test
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from mnist_basics import bridge
-from mnist_basics.pipeline import STAGES, WALL_CLOCK, timing
+from mnist_basics.pipeline import SPREAD, STAGES, WALL_CLOCK, spread_jobs, timing
 from tests.cluster import SlurmCluster, SlurmUnavailable, alive, slurm_cluster
 from tests.harness import (
     ROOT,
@@ -45,7 +45,7 @@ from tests.servers import non_loopback_sockets
 
 PROFILE = ROOT / "profiles/slurm"
 SLURM = ("snakemake", "--profile", "profiles/slurm")  # the copy's, as a user types it
-TRAINING = sorted(s.name for s in STAGES if s.gpu)
+TRAINING = sorted(s.rule for s in [*STAGES, *SPREAD] if s.gpu)
 METHODS = ("pixel_mean", "linear", "mlp", "resnet18")  # the stages that write a timing file
 PLUGINS = ("snakemake_executor_plugin_slurm", "snakemake_executor_plugin_slurm_jobstep")
 
@@ -69,8 +69,8 @@ def test_the_profile_asks_for_gpus_for_exactly_the_training_stages(monkeypatch):
         assert profile["set-resources"] == {name: {"gpu": gpus} for name in TRAINING}
     # resnet18's CPUs, as profiles/default gives it locally (see test_a_clean_run...).
     default = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())
-    assert profile["set-threads"] == {"resnet18": default["cores"]} and \
-        profile["cores"] == default["cores"]
+    assert profile["set-threads"] == {s.rule: default["cores"] for s in [*STAGES, *SPREAD]
+                                      if s.multicore} and profile["cores"] == default["cores"]
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +202,26 @@ def test_after_a_slurm_run_dvc_is_clean_and_a_second_run_submits_nothing(runs, c
     assert "submitted with SLURM jobid" not in again.log
     assert {j["id"] for j in cluster.jobs()} - before == set()  # no new job
     assert dvc_changed(on_slurm.proj, on_slurm.env) == set()
+
+
+@pytest.mark.slow
+def test_the_spread_runs_on_slurm_as_it_runs_locally(runs, cluster):
+    """`snakemake spread --profile profiles/slurm`: each (method, seed) and sweep job its own
+    sbatch job, the same bytes as `snakemake spread` here, and one state with DVC."""
+    local, on_slurm = runs
+    local_spread = run(("snakemake", "spread", *SNAKEMAKE[1:]), local.proj, local.env)
+    before = {j["id"] for j in cluster.jobs()}
+    slurm_spread = run((*SLURM[:1], "spread", *SLURM[1:]), on_slurm.proj, on_slurm.env)
+    print(f"\nspread: local {local_spread.seconds:.1f} s, Slurm {slurm_spread.seconds:.1f} s")
+    jobs = [j for j in cluster.jobs() if j["id"] not in before]
+    params = yaml.safe_load((on_slurm.proj / "params.yaml").read_text())
+    expected = spread_jobs(params)
+    assert len(jobs) == len(expected) and {j["state"] for j in jobs} == {"COMPLETED"}
+    assert {j["cpus"] for j in jobs if j["comment"].startswith("rule_spread_resnet18")} == {"4"}
+    outputs = [p for j in expected for p in j.all_outputs]
+    assert {p: md5(on_slurm.proj / p) for p in outputs} == {
+        p: md5(local.proj / p) for p in outputs}
+    assert dvc_changed(on_slurm.proj, on_slurm.env, "spread/dvc.yaml") == set()
 
 
 @pytest.mark.slow
