@@ -135,7 +135,7 @@ class Stage:
     plots: dict[str, str] = field(default_factory=dict)  # flag -> CSV kept in git
     kept: dict[str, str] = field(default_factory=dict)  # flag -> other file kept in git
     code: list[str] = field(default_factory=list)  # package modules the stage imports
-    params: list[str] = field(default_factory=list)  # params.yaml sections the stage reads
+    params: list[str] = field(default_factory=list)  # params.yaml sections (or keys) it reads
     gpu: bool = False  # trains a model: one GPU (or the whole CPU) at a time
     multicore: bool = False  # uses every core it is given (the others use one thread)
     plot_axes: dict[str, tuple[str, str]] = field(default_factory=dict)  # plot path -> (x, y)
@@ -146,8 +146,9 @@ class Stage:
     args: str = ""  # the command's arguments besides the paths
     script_name: str = ""  # stages/<script_name>.py when it is not the stage's name
     dvcfile: str = "dvc.yaml"  # the file that holds the stage
-    gathers: dict[str, str] = field(default_factory=dict)  # input flag -> matrix stage whose
-    # outputs that folder holds: DVC depends on the folder, Snakemake on each file
+    # input flag -> the matrix stages whose outputs that folder holds: DVC depends on the
+    # folder, Snakemake on each file.
+    gathers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def script(self) -> str:
