@@ -13,8 +13,9 @@ sys.path.insert(0, workflow.basedir)  # the package, even when it isn't installe
 
 from mnist_basics import PipelineError, bridge
 from mnist_basics.params import load
-from mnist_basics.pipeline import (ACCURACY_CSV, METHODS, PARAMS, REPORT, SPREAD, STAGES, STEPS,
-                                   history, snakemake_inputs, spread_jobs)
+from mnist_basics.pipeline import (ACCURACY_CSV, METHODS, PARAMS, REPORT, SPREAD, SPREAD_CSV,
+                                   SPREAD_REPORT, STAGES, STEPS, SWEEP_CSV, history,
+                                   snakemake_inputs, spread_jobs)
 
 
 configfile: PARAMS
@@ -37,6 +38,9 @@ CAPTIONS = {
     ACCURACY_CSV: ("reports/captions/accuracy.rst", "2. Accuracy", None),
     **{history(m): ("reports/captions/history.rst", "3. Training history", m) for m in METHODS},
     STEPS: ("reports/captions/steps.rst", "3. Training history", "resnet18"),
+    SPREAD_REPORT: ("reports/captions/spread.rst", "4. Seed spread", None),
+    SPREAD_CSV: ("reports/captions/spread_csv.rst", "4. Seed spread", None),
+    SWEEP_CSV: ("reports/captions/spread_csv.rst", "4. Seed spread", None),
 }
 
 

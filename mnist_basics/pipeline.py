@@ -385,8 +385,8 @@ SPREAD: list[Stage] = [
         metrics={"metrics": SPREAD_METRICS},
         code=[*CORE, PARAMS_CODE, "mnist_basics/report.py", "mnist_basics/i18n.py",
               "mnist_basics/spread.py", "mnist_basics/templates/spread.html.j2",
-              "mnist_basics/templates/page.css"],
-        params=["spread", "sweep", "train", *SPREAD_METHODS],
+              "mnist_basics/templates/page.css", "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
+        params=["spread", "sweep", "train", *SPREAD_METHODS, "report"],
     ),
 ]
 SPREAD_BY_NAME = {s.name: s for s in SPREAD}

@@ -9,8 +9,8 @@ those runs' JSON files and writes
   the seeds, and where the book's figure falls among them; per swept value the same;
 - `reports/spread.html`: those tables, a strip plot of each method's seeds and the sweep's
   accuracy against the swept value with the seeds' spread as error bars; like the chapter's
-  page it is one self-contained file, and it holds no wall-clock figure, so equal runs give
-  equal bytes.
+  page it is one self-contained file in params.yaml's `report.lang`, and it holds no
+  wall-clock figure, so equal runs give equal bytes.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pathlib import Path
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
+from mnist_basics.i18n import gettext as _
+from mnist_basics.i18n import language
 from mnist_basics.pipeline import SPREAD_METHODS, spread_run, sweep_run
-from mnist_basics.report import BOOK, _canvas, _chart, environment, key_params
+from mnist_basics.report import BOOK, _canvas, _chart, environment, key_params, page_language
 
 COLUMNS = ("method", "seed", "accuracy", "accuracy_3", "accuracy_7", "train_loss",
            "valid_loss")
@@ -112,27 +114,31 @@ def summarise(spread: Sequence[Mapping], sweep: Sequence[Mapping],
 
 # -- The page --------------------------------------------------------------------------------
 def strip_chart(spread: Sequence[Mapping], summary: Mapping):
-    """Each method's seeds as dots, their mean and one sd either side, the book's figure."""
+    """Each method's seeds as dots, their mean and one sd either side, the book's figure and
+    the chapter's own run (train.seed)."""
     fig, axes = _canvas(3.2 * len(SPREAD_METHODS), 3.0, ncols=len(SPREAD_METHODS))
     for ax, m in zip(axes, SPREAD_METHODS, strict=True):
         acc = [r["accuracy"] for r in spread if r["method"] == m]
         s = summary["methods"][m]
         # Seeds side by side in the order they ran: an even spread, not random jitter.
         xs = [(i - (len(acc) - 1) / 2) * 0.6 / max(len(acc), 1) for i in range(len(acc))]
-        ax.scatter(xs, acc, s=22, color="#1f5f99", zorder=3, label="one seed")
+        ax.scatter(xs, acc, s=22, color="#1f5f99", zorder=3, label=_("one seed"))
         sd = s["sd"] or 0.0
         ax.errorbar([0.45], [s["mean"]], yerr=[sd], fmt="s", color="#1d2125", capsize=4,
-                    label="mean ± sd")
-        ax.axhline(s["book"], color="#a1261b", linestyle="--", linewidth=1, label="book")
+                    label=_("mean ± sd"))
+        ax.axhline(s["book"], color="#a1261b", linestyle="--", linewidth=1, label=_("book"))
+        ax.scatter([0.62], [s["chapter_run"]], marker="D", s=30, color="#d07a00", zorder=3,
+                   label=_("chapter's run"))
         ax.set_title(m)
         ax.set_xticks([])
-        ax.set_xlim(-0.5, 0.7)
-        ax.set_ylabel("validation accuracy")
+        ax.set_xlim(-0.5, 0.75)
+        ax.set_ylabel(_("validation accuracy"))
         ax.ticklabel_format(axis="y", useOffset=False)
     axes[0].legend(loc="lower left", fontsize=8)
-    alt = "; ".join(f"{m}: {len([r for r in spread if r['method'] == m])} seeds from "
-                    f"{summary['methods'][m]['min']:.4f} to {summary['methods'][m]['max']:.4f}, "
-                    f"book {summary['methods'][m]['book']:.4f}" for m in SPREAD_METHODS)
+    alt = "; ".join(_("%(method)s: %(n)s seeds from %(lo)s to %(hi)s, book %(book)s") % {
+        "method": m, "n": summary["methods"][m]["n"], "lo": f"{summary['methods'][m]['min']:.4f}",
+        "hi": f"{summary['methods'][m]['max']:.4f}", "book": f"{summary['methods'][m]['book']:.4f}"}
+        for m in SPREAD_METHODS)
     return _chart(fig, alt)
 
 
@@ -141,10 +147,10 @@ def sweep_chart(sweep: Sequence[Mapping], summary: Mapping):
     fig, ax = _canvas(5.0, 3.2)
     rows = summary["sweep"]["values"]
     ax.scatter([r["value"] for r in sweep], [r["accuracy"] for r in sweep], s=14,
-               color="#9bb7d4", label="one seed")
+               color="#9bb7d4", label=_("one seed"))
     ax.errorbar([r["value"] for r in rows], [r["mean"] for r in rows],
                 yerr=[r["sd"] or 0.0 for r in rows], fmt="o-", color="#1f5f99", capsize=4,
-                label="mean ± sd")
+                label=_("mean ± sd"))
     values = [r["value"] for r in rows]
     if all(isinstance(v, (int, float)) and v > 0 for v in values) and \
             max(values) / min(values) >= 4:
@@ -152,21 +158,26 @@ def sweep_chart(sweep: Sequence[Mapping], summary: Mapping):
         ax.set_xticks(values, [str(v) for v in values])
         ax.minorticks_off()
     ax.set_xlabel(summary["sweep"]["key"])
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(_("validation accuracy"))
     ax.ticklabel_format(axis="y", useOffset=False)
     ax.legend(fontsize=8)
-    alt = f"Validation accuracy against {summary['sweep']['key']}: " + ", ".join(
-        f"{r['value']}: {r['mean']:.4f}" for r in rows)
+    alt = _("Validation accuracy against %(key)s: %(values)s") % {
+        "key": summary["sweep"]["key"],
+        "values": ", ".join(f"{r['value']}: {r['mean']:.4f}" for r in rows)}
     return _chart(fig, alt)
 
 
 def render(*, spread: Sequence[Mapping], sweep: Sequence[Mapping], summary: Mapping,
            params: Mapping[str, Mapping]) -> str:
+    """The page, in params.yaml's `report.lang`, as the chapter's page is."""
+    lang = page_language(params)
     sw = params["sweep"]
-    fixed = {m: key_params(m, params) for m in SPREAD_METHODS}
     held = {k: v for k, v in params[sw["method"]].items() if k != sw["key"]}
-    return environment().get_template("spread.html.j2").render(
-        summary=summary, spread=spread, sweep=sweep, seeds=params["spread"]["seeds"],
+    with language(lang):  # the figures' words and key_params, like the template's
+        fixed = {m: key_params(m, params) for m in SPREAD_METHODS}
+        strip = strip_chart(spread, summary)
+        figure = sweep_chart(sweep, summary) if sweep else None
+    return environment(lang).get_template("spread.html.j2").render(
+        lang=lang, summary=summary, spread=spread, sweep=sweep, seeds=params["spread"]["seeds"],
         chapter_seed=params["train"]["seed"], device=params["train"]["device"], fixed=fixed,
-        sweep_params=sw, sweep_held=held, strip=strip_chart(spread, summary),
-        sweep_figure=sweep_chart(sweep, summary) if sweep else None)
+        sweep_params=sw, sweep_held=held, strip=strip, sweep_figure=figure)

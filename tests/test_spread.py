@@ -273,3 +273,32 @@ def test_dvc_queue_runs_a_two_by_two_grid(tiny):
     while queue_workers(proj) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert queue_workers(proj) == []  # `dvc queue stop` left no worker behind
+
+
+def test_the_page_speaks_report_lang(tmp_path):
+    """The spread's page follows params.yaml report.lang, as the chapter's page does."""
+    params = committed_params()
+    params["spread"] = {"seeds": [0, 1]}
+    params["sweep"] = {**params["sweep"], "values": [0.1, 0.2], "seeds": [0, 1]}
+    runs = [{"method": m, "seed": s, "accuracy": 0.97 + s / 100, "accuracy_3": 0.9,
+             "accuracy_7": 0.9, "train_loss": 0.1, "valid_loss": 0.1} for m in SPREAD_METHODS
+            for s in (0, 1)]
+    sweep = [{"key": "mlp.lr", "value": v, "method": "mlp", "seed": s, "accuracy": 0.98 + v / 10,
+              "accuracy_3": 0.9, "accuracy_7": 0.9, "train_loss": 0.1, "valid_loss": 0.1}
+             for v in (0.1, 0.2) for s in (0, 1)]
+    chapter = {m: {"accuracy": 0.98} for m in SPREAD_METHODS}
+    summary = spread.summarise(runs, sweep, chapter)
+    pages = {}
+    for lang in ("en", "et"):
+        params["report"] = {"lang": lang}
+        pages[lang] = spread.render(spread=runs, sweep=sweep, summary=summary, params=params)
+    en, et = pages["en"], pages["et"]
+    english = ("Accuracy over 2 seeds", "params held fixed", "The mean ± the sample standard",
+               "trained at each value of", "book's percentile", "seeds from",  # the last: alt
+               "Validation accuracy against")
+    assert all(s in en for s in english)
+    assert '<html lang="et">' in et and not [s for s in english if s in et]
+    assert "Täpsus 2 seemnega" in et and "raamatu protsentiil" in et
+    # The numbers do not change with the words.
+    numbers = re.compile(r"\b\d\.\d{4}\b")
+    assert numbers.findall(et) == numbers.findall(en)
