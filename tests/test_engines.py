@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mnist_basics import bridge
-from mnist_basics.pipeline import BY_NAME, PARAMS, STAGES, WALL_CLOCK, render_dvc_yaml
+from mnist_basics.pipeline import BY_NAME, PARAMS, SPREAD, STAGES, WALL_CLOCK, render_dvc_yaml
 from tests.harness import (
     ROOT,
     SNAKEMAKE,
@@ -288,6 +288,6 @@ def test_wall_clock_figures_are_not_results(project):
 
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
     files = {f for rev in shown.values() for f in rev["data"]}
-    assert files == {p for s in STAGES for p in s.metrics.values()}
+    assert files == {p for s in [*STAGES, *SPREAD] for p in s.metrics.values()}  # spread.json
     columns = sh("dvc", "exp", "show", "--csv", "--no-pager", cwd=project).stdout.splitlines()[0]
     assert "seconds" not in columns and "accuracy" in columns and "mlp.lr" in columns

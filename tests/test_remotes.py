@@ -5,17 +5,28 @@ dvc-ssh, and SeaweedFS's S3 through dvc-s3, with its credentials enforced. For e
 fresh clone gets every artifact with the committed hashes and `dvc status` is clean; a
 corrupted object in the remote fails the pull instead of reaching the workspace; an
 unreachable remote fails in one line.
+
+    pytest tests/test_remotes.py -s     # -s also prints each remote's push and pull seconds
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.harness import borrow_venv, engine_env, git_commit, make_tiny_archive, sh, tiny_project
+from tests.harness import (
+    borrow_venv,
+    engine_env,
+    git_commit,
+    make_tiny_archive,
+    set_params,
+    sh,
+    tiny_project,
+)
 from tests.servers import (
     ServerUnavailable,
     free_ports,
@@ -29,7 +40,8 @@ SERVERS = {"ssh": sshd_server, "s3": s3_server}
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> tuple[Path, dict]:
-    """A tiny project after `dvc repro`, committed: what a user would push."""
+    """A tiny project after `dvc repro` of both dvc.yaml files, committed: what a user would
+    push (the spread's runs are in git, its page too)."""
     root = tmp_path_factory.mktemp("remotes")
     (root / "archive").mkdir()
     archive = make_tiny_archive(root / "archive")
@@ -40,7 +52,9 @@ def made(tmp_path_factory) -> tuple[Path, dict]:
     env = {k: v for k, v in engine_env(MNIST_SAMPLE_URL=str(archive[0])).items()
            if not k.startswith(("AWS_", "SSH_"))}
     env.update(HOME=str(home), DVC_SITE_CACHE_DIR=str(root / "dvc-site"), AWS_MAX_ATTEMPTS="1")
+    set_params(proj, spread={"seeds": [0]}, sweep={"values": [0.1]})  # a spread of 5 jobs
     sh("dvc", "repro", cwd=proj, env=env)
+    sh("dvc", "repro", "spread/dvc.yaml", cwd=proj, env=env)
     git_commit(proj, "a run")
     return proj, env
 
@@ -101,11 +115,15 @@ def test_push_then_pull_into_a_fresh_clone_and_a_corrupt_object_is_caught(made, 
     proj, env = made
     configure(proj, srv, env)
     git_commit(proj, f"the {kind} remote")
+    start = time.monotonic()
     r = make("push", proj, env)
+    pushed = time.monotonic() - start
     assert r.returncode == 0, r.stderr
 
     fresh = clone(proj, tmp_path / "fresh", srv, env)
+    start = time.monotonic()
     r = make("pull", fresh, env)
+    print(f"\n{kind}: make push {pushed:.1f} s, make pull {time.monotonic() - start:.1f} s")
     assert r.returncode == 0, r.stderr
     want = locked(proj)
     assert {p: hashlib.md5((fresh / p).read_bytes()).hexdigest() for p in want} == want

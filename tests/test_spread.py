@@ -189,40 +189,46 @@ def as_rule(address: str) -> str:
 @pytest.mark.slow
 def test_spread_under_both_engines_makes_the_same_files_and_one_state(tiny):
     root, archive, env = tiny
-    snake = tiny_project(root / "snake", archive)  # harness.FAST_PARAMS: 2 seeds, 2 values
-    dvc = tiny_project(root / "dvc", archive)
+    proj = tiny_project(root / "both", archive)  # harness.FAST_PARAMS: 2 seeds, 2 values
 
     # The chapter's run starts no spread job; `snakemake spread` runs every one.
-    assert not {r for r in ran(sh(*SNAKEMAKE, cwd=snake, env=env).stderr)
+    assert not {r for r in ran(sh(*SNAKEMAKE, cwd=proj, env=env).stderr)
                 if r.startswith("spread")}
     start = time.monotonic()
-    log = sh(*SPREAD_RUN, cwd=snake, env=env).stderr
-    print(f"tiny spread, {len(spread_jobs(yaml.safe_load((snake / 'params.yaml').read_text())))} "
+    log = sh(*SPREAD_RUN, cwd=proj, env=env).stderr
+    print(f"tiny spread, {len(spread_jobs(yaml.safe_load((proj / 'params.yaml').read_text())))} "
           f"jobs, Snakemake: {time.monotonic() - start:.1f} s")
     assert ran(log) == {"spread_linear", "spread_mlp", "spread_resnet18", "spread_sweep",
                         "spread_report"}
-    assert dvc_changed(snake, env, *BOTH) == set()  # both dvc.yaml files: one state
-    assert snakemake_plan(snake, env, "spread") == set()
+    assert dvc_changed(proj, env, *BOTH) == set()  # both dvc.yaml files: one state
+    assert snakemake_plan(proj, env, "spread") == set()
 
-    sh("dvc", "repro", "spread/dvc.yaml", cwd=dvc, env=env)
-    assert md5s(dvc) == md5s(snake)  # every run, table and the page, byte for byte
-    assert snakemake_plan(dvc, env, "spread") == set()
+    # DVC, from the same chapter, remakes every run, table and the page byte for byte (its
+    # run-cache would restore them: the test makes it train).
+    made = md5s(proj)
+    for p in made:
+        (proj / p).unlink()
+    (proj / "spread/dvc.lock").unlink()
+    r = sh("dvc", "repro", "--no-run-cache", "spread/dvc.yaml", cwd=proj, env=env)  # retrain
+    ran_dvc = set(re.findall(r"^Running stage '([^']+)'", r.stdout + r.stderr, re.M))
+    assert ran_dvc == {j.address for j in spread_jobs(
+        yaml.safe_load((proj / "params.yaml").read_text()))}, r.stdout[-2000:] + r.stderr[-2000:]
+    assert md5s(proj) == made
+    assert snakemake_plan(proj, env, "spread") == set()
 
     # Each run trained under its own seed; the sweep under its own value.
-    one, two = (json.loads((snake / spread_run("mlp", s)).read_text()) for s in (0, 1))
+    one, two = (json.loads((proj / spread_run("mlp", s)).read_text()) for s in (0, 1))
     assert (one["seed"], two["seed"]) == (0, 1) and one["train_loss"] != two["train_loss"]
-    low, high = (json.loads((snake / sweep_run(v, 0)).read_text()) for v in (0.1, 0.3))
+    low, high = (json.loads((proj / sweep_run(v, 0)).read_text()) for v in (0.1, 0.3))
     assert (low["set"], high["set"]) == ({"lr": 0.1}, {"lr": 0.3})
     assert low["train_loss"] != high["train_loss"]
 
     # A param that mlp reads reruns mlp's runs and the sweep over mlp, not the others.
-    set_params(snake, mlp={"epochs": 2})
+    set_params(proj, mlp={"epochs": 2})
     expected = {"mlp", "report", "spread_mlp", "spread_sweep", "spread_report"}
-    assert {as_rule(a) for a in dvc_changed(snake, env, *BOTH)} == expected
+    assert {as_rule(a) for a in dvc_changed(proj, env, *BOTH)} == expected
     # `spread` needs the chapter's mlp metrics (the page sets them beside), not its page.
-    assert snakemake_plan(snake, env, "spread") == expected - {"report"}
-    sh(*SPREAD_RUN, cwd=snake, env=env)
-    assert dvc_changed(snake, env, *BOTH) == {"report"}
+    assert snakemake_plan(proj, env, "spread") == expected - {"report"}
 
 
 # -- DVC's own queue, for ad-hoc sweeps -------------------------------------------------------
