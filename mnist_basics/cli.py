@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from mnist_basics import PipelineError
-from mnist_basics.pipeline import BY_NAME, PARAMS
+from mnist_basics.pipeline import BY_NAME, PARAMS, Stage
 
 T = TypeVar("T")
 log = logging.getLogger("mnist_basics")
 
 
-def parser(stage: str, description: str | None) -> argparse.ArgumentParser:
-    s = BY_NAME[stage]
+def parser(stage: str | Stage, description: str | None) -> argparse.ArgumentParser:
+    """The stage's flags: a chapter stage by name, or any Stage (those of spread/dvc.yaml)."""
+    s = BY_NAME[stage] if isinstance(stage, str) else stage
     ap = argparse.ArgumentParser(
         prog=s.script,
         description=description,
@@ -39,7 +40,8 @@ def parser(stage: str, description: str | None) -> argparse.ArgumentParser:
         )
     groups = [("inputs", "read", s.inputs), ("outputs", "written", s.outputs),
               ("metrics", "written, kept in git", s.metrics),
-              ("plots", "written, kept in git", s.plots)]
+              ("plots", "written, kept in git", s.plots),
+              ("kept", "written, kept in git", s.kept)]
     for title, verb, flags in groups:
         if not flags:
             continue

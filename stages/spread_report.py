@@ -7,32 +7,16 @@ and the chapter's own metrics, and writes `reports/spread.html`, `reports/spread
     python stages/spread_report.py         # every path defaults to the pipeline's
 """
 
-import argparse
-from pathlib import Path
-
 from mnist_basics import cli, spread
 from mnist_basics.artifacts import read_json, write_csv, write_json, write_text
 from mnist_basics.params import load
-from mnist_basics.pipeline import PARAMS, SPREAD_BY_NAME, report_flag
+from mnist_basics.pipeline import SPREAD_BY_NAME, report_flag
 
 STAGE = SPREAD_BY_NAME["report"]
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=STAGE.script, description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", type=Path, default=Path(PARAMS),
-                    help=f"reads sections {', '.join(STAGE.params)} (default: %(default)s)")
-    for verb, flags in (("read", STAGE.inputs), ("written", STAGE.outputs),
-                        ("written, kept in git", {**STAGE.kept, **STAGE.metrics})):
-        for flag, path in flags.items():
-            ap.add_argument(f"--{flag.replace('_', '-')}", type=Path, default=Path(path),
-                            metavar="PATH", help=f"{verb} (default: {path})")
-    return ap
-
-
 def main() -> None:
-    args = parser().parse_args()
+    args = cli.parser(STAGE, __doc__).parse_args()
     params = {k: v.model_dump() for k, v in load(args.params, *STAGE.params).items()}
     runs, sweep = spread.read_runs(args.spread_runs, args.sweep_runs, params)
     chapter = {m: read_json(getattr(args, report_flag(m, "metrics")))
