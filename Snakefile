@@ -29,8 +29,9 @@ except PipelineError as e:
     raise WorkflowError(str(e)) from None
 
 LOCKS_OF = {"dvc.yaml": bridge.read_lock(), "spread/dvc.yaml": bridge.read_lock("spread/dvc.lock")}
-JOBS = [*STAGES, *spread_jobs(VALUES)]  # every concrete stage of both dvc.yaml files
-BY_RULE_JOB = {(j.rule.split("@")[0], j.name.partition("@")[2]): j for j in JOBS}
+SPREAD_JOBS = spread_jobs(VALUES)
+JOBS = [*STAGES, *SPREAD_JOBS]  # every concrete stage of both dvc.yaml files
+BY_RULE_JOB = {(j.rule, j.key): j for j in JOBS}
 
 # What `snakemake --report report.html` shows: output -> (caption, category, subcategory).
 CAPTIONS = {
@@ -59,7 +60,7 @@ rule all:
 
 rule spread:
     # The seed spread and the sweep (spread/dvc.yaml): `make spread`.
-    input: [p for j in spread_jobs(VALUES) for p in j.all_outputs]
+    input: [p for j in SPREAD_JOBS for p in j.all_outputs]
 
 
 def job(s, wildcards):

@@ -175,9 +175,16 @@ class Stage:
 
     @property
     def rule(self) -> str:
-        """The Snakemake rule: the stage's name, prefixed by its dvc.yaml's folder if any."""
+        """The Snakemake rule: the stage's name, prefixed by its dvc.yaml's folder if any; a
+        concrete job of a matrix stage (`mlp@3`) runs its stage's rule (`spread_mlp`)."""
         folder = Path(self.dvcfile).parent.name
-        return f"{folder}_{self.name}" if folder else self.name
+        name = self.name.partition("@")[0]
+        return f"{folder}_{name}" if folder else name
+
+    @property
+    def key(self) -> str:
+        """A concrete job's matrix values, as DVC joins them into its name (`mlp@0.05-0`)."""
+        return self.name.partition("@")[2]
 
     @property
     def cmd(self) -> str:

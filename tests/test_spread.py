@@ -144,7 +144,7 @@ def test_snakemake_runs_the_same_jobs_as_dvc(copy):
     gathered = {p for s in SPREAD if s.matrix for j in s.expand(params) for p in j.all_outputs}
     for j in spread_jobs(params):
         job = snake[j.all_outputs[0]]
-        assert job["rule"] == j.rule.split("@")[0]
+        assert job["rule"] == j.rule
         assert job["output"] == j.all_outputs
         assert job["shell"].split(" > logs/")[0] == j.cmd
         # The page gathers each run's file; DVC depends on their folders instead.
