@@ -41,6 +41,7 @@ from mnist_basics.cli import parser as stage_parser
 from mnist_basics.data import CLASSES, LABEL, SIZE, SPLITS
 from mnist_basics.i18n import N_, SOURCE, install, language, ngettext
 from mnist_basics.i18n import gettext as _
+from mnist_basics.params import load_yaml
 from mnist_basics.pipeline import BY_NAME, METHODS, STAGES, WALL_CLOCK, report_flag
 
 if TYPE_CHECKING:
@@ -733,8 +734,8 @@ def _lock_differs_only_in_wall_clock(git, cwd: Path) -> bool:
     committed = git("show", "HEAD:dvc.lock")
     try:
         now = (cwd / "dvc.lock").read_text()
-        return committed is not None and (_without_wall_clock(yaml.safe_load(committed))
-                                          == _without_wall_clock(yaml.safe_load(now)))
+        return committed is not None and (_without_wall_clock(load_yaml(committed))
+                                          == _without_wall_clock(load_yaml(now)))
     except (OSError, yaml.YAMLError):
         return False
 

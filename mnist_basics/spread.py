@@ -15,7 +15,7 @@ those runs' JSON files and writes
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +43,12 @@ class Spread:
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / self.n
+        return statistics.fmean(self.values)
 
     @property
     def sd(self) -> float | None:
         """The sample standard deviation (n - 1); none for a single seed."""
-        if self.n < 2:
-            return None
-        return math.sqrt(sum((v - self.mean) ** 2 for v in self.values) / (self.n - 1))
+        return statistics.stdev(self.values) if self.n >= 2 else None
 
     def percentile(self, figure: float) -> float:
         """The percentile of `figure` among the seeds: the share below it, ties half."""
