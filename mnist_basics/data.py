@@ -5,14 +5,19 @@
     valid_x  uint8 [2038, 28, 28]    valid_y  uint8 [2038]
 
 The stage `stack` writes it with `stack()`: 3s then 7s, each sorted by file name, so the bytes
-never change. The PNGs are read straight out of `data/mnist_sample.tgz`, never extracted to
-disk. The chapter decodes each PNG with PIL; here most are decoded with zlib alone, and each
-is checked (signature, 28x28 8-bit grayscale header, every chunk's CRC, the image data's
-length) before its pixels are trusted. A file that fails names itself in a PipelineError,
-raised before the stage writes anything.
+never change. The full MNIST (`MNIST`, the chapter's "further research") has the same four
+tensors, 60,000 and 10,000 digits (its `testing/` folder is valid), 0s to 9s, each labelled
+by its own value. A `Layout` says where each dataset keeps what in its archive.
+
+The PNGs are read straight out of `data/mnist_sample.tgz`, never extracted to disk. The
+chapter decodes each PNG with PIL; here most are decoded with zlib alone, and each is checked
+(signature, 28x28 8-bit grayscale header, every chunk's CRC, the image data's length) before
+its pixels are trusted. A file that fails names itself in a PipelineError, raised before the
+stage writes anything.
 
 Compare the decoding speed with the chapter's single-process PIL loop:
     python -m mnist_basics.data --bench data/mnist_sample.tgz
+    python -m mnist_basics.data --bench data/mnist.tgz --dataset mnist
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import io
 import struct
 import tarfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -35,13 +40,55 @@ from mnist_basics.artifacts import load_tensors
 if TYPE_CHECKING:
     import torch
 
-# The archive's layout: mnist_sample/{train,valid}/{3,7}/*.png, and mnist_sample/labels.csv.
-TOP = "mnist_sample"
-SPLITS = ("train", "valid")
-CLASSES = ("3", "7")  # folder names; the chapter labels a 3 as 1 and a 7 as 0
-CLASS_DIRS = tuple(f"{split}/{cls}" for split in SPLITS for cls in CLASSES)
-LABELS = "labels.csv"
-LABEL = {"3": 1, "7": 0}
+
+@dataclass(frozen=True)
+class Layout:
+    """One dataset's archive: `<top>/<split>/<class>/*.png`, the first split for training."""
+
+    name: str  # the dataset's name in params.yaml `datasets`
+    top: str  # the archive's top folder
+    splits: tuple[str, str]  # (training, validation) folder names
+    classes: tuple[str, ...]  # class folder names, in the order the stack stage writes them
+    label: Mapping[str, int]  # class folder -> label in the tensors
+    labels_file: str | None  # a file under top/ the archive must hold, if any
+    env: str  # the environment variable that points the download stage at a copy
+    archive: str  # the file's name as fastai publishes and caches it
+    data_section: str  # params.yaml's section for its download (url, checksums, caps)
+
+    @property
+    def title(self) -> str:
+        """fastai's name for it, `URLs.MNIST_SAMPLE`, for messages."""
+        return self.name.upper()
+
+    @property
+    def class_dirs(self) -> tuple[str, ...]:
+        return tuple(f"{split}/{cls}" for split in self.splits for cls in self.classes)
+
+    @property
+    def binary(self) -> bool:
+        """The chapter's 3-vs-7 task (one output, `mnist_loss`), not ten digits."""
+        return len(self.classes) == 2
+
+
+# fastai's URLs.MNIST_SAMPLE: the chapter labels a 3 as 1 and a 7 as 0.
+MNIST_SAMPLE = Layout(name="mnist_sample", top="mnist_sample", splits=("train", "valid"),
+                      classes=("3", "7"), label={"3": 1, "7": 0}, labels_file="labels.csv",
+                      env="MNIST_SAMPLE_URL", archive="mnist_sample.tgz",
+                      data_section="data")
+# fastai's URLs.MNIST: all ten digits, each labelled by its own value; no labels file.
+MNIST = Layout(name="mnist", top="mnist_png", splits=("training", "testing"),
+               classes=tuple("0123456789"), label={str(d): d for d in range(10)},
+               labels_file=None, env="MNIST_URL", archive="mnist_png.tgz",
+               data_section="mnist.data")
+LAYOUTS = {ds.name: ds for ds in (MNIST_SAMPLE, MNIST)}
+
+# MNIST_SAMPLE's layout, under the names the chapter's code uses.
+TOP = MNIST_SAMPLE.top
+SPLITS = MNIST_SAMPLE.splits
+CLASSES = MNIST_SAMPLE.classes
+CLASS_DIRS = MNIST_SAMPLE.class_dirs
+LABELS = MNIST_SAMPLE.labels_file
+LABEL = MNIST_SAMPLE.label
 SIZE = 28
 MAX_PNG_BYTES = 1 << 16  # the real ones are under 1 KiB; anything this big is no digit
 
@@ -169,8 +216,9 @@ def open_archive(archive: str | Path | bytes, name: str | Path, hint: str) -> ta
 def reading(name: str | Path, hint: str = "fetch a fresh copy") -> Iterator[None]:
     """Turn tarfile's errors, while iterating or reading members, into one PipelineError.
 
-    Callers iterate `for m in tar` and read a member (`tar.extractfile(m).read()`) only once
-    its header (type, path, declared size) has passed their checks; nothing is ever extracted.
+    Callers iterate `for m in members(tar)` and read a member (`tar.extractfile(m).read()`)
+    only once its header (type, path, declared size) has passed their checks; nothing is ever
+    extracted.
     """
     try:
         yield
@@ -178,29 +226,39 @@ def reading(name: str | Path, hint: str = "fetch a fresh copy") -> Iterator[None
         raise PipelineError(f"{name}: truncated or corrupt archive ({e}); {hint}") from None
 
 
-def class_dir(member: str) -> str | None:
-    """'train/3' for the digit `mnist_sample/train/3/<name>.png`; None for any other member."""
+def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Each member in turn, as `for m in tar` gives them, without tarfile keeping every
+    header it has read: the full MNIST's 70,000 would hold on to some 30 MB."""
+    while (m := tar.next()) is not None:
+        tar.members.clear()
+        yield m
+
+
+def class_dir(member: str, layout: Layout = MNIST_SAMPLE) -> str | None:
+    """'train/3' for the digit `mnist_sample/train/3/<name>.png` ('training/0' for
+    `mnist_png/training/0/<name>.png`); None for any other member."""
     parts = PurePosixPath(member).parts
-    if len(parts) == 4 and parts[0] == TOP and parts[3].endswith(".png"):
+    if len(parts) == 4 and parts[0] == layout.top and parts[3].endswith(".png"):
         folder = f"{parts[1]}/{parts[2]}"
-        return folder if folder in CLASS_DIRS else None
+        return folder if folder in layout.class_dirs else None
     return None
 
 
-def png_members(archive: str | Path) -> dict[str, dict[str, list[tuple[str, bytes]]]]:
+def png_members(archive: str | Path, layout: Layout = MNIST_SAMPLE
+                ) -> dict[str, dict[str, list[tuple[str, bytes]]]]:
     """split -> class -> its (name, PNG bytes) sorted by file name; every class must have some.
 
-    Only `mnist_sample/<split>/<class>/*.png` is read (labels.csv and the rest are the
-    download stage's business). The download stage vetted the archive; this checks again what
-    it relies on, so a hand-replaced file fails here with a clear message.
+    Only `<top>/<split>/<class>/*.png` is read (labels.csv and the rest are the download
+    stage's business). The download stage vetted the archive; this checks again what it
+    relies on, so a hand-replaced file fails here with a clear message.
     """
     hint = "rerun the download stage"
     files: dict[str, dict[str, list[tuple[str, bytes]]]] = {
-        split: {cls: [] for cls in CLASSES} for split in SPLITS}
+        split: {cls: [] for cls in layout.classes} for split in layout.splits}
     seen = set()
     with open_archive(archive, archive, hint) as tar, reading(archive, hint):
-        for m in tar:
-            folder = class_dir(m.name)
+        for m in members(tar):
+            folder = class_dir(m.name, layout)
             if folder is None:
                 continue
             name, path = f"{archive}:{m.name}", PurePosixPath(m.name)
@@ -214,48 +272,55 @@ def png_members(archive: str | Path) -> dict[str, dict[str, list[tuple[str, byte
                     f"{name}: {m.size} bytes, too big for a {SIZE}x{SIZE} digit; {hint}")
             split, cls = folder.split("/")
             files[split][cls].append((name, tar.extractfile(m).read()))
-    for split in SPLITS:
-        for cls in CLASSES:
+    for split in layout.splits:
+        for cls in layout.classes:
             if not files[split][cls]:
-                raise PipelineError(f"{archive}: no PNG files in {TOP}/{split}/{cls}/; {hint}")
+                raise PipelineError(
+                    f"{archive}: no PNG files in {layout.top}/{split}/{cls}/; {hint}")
             files[split][cls].sort(key=lambda item: PurePosixPath(item[0]).name)
     return files
 
 
 def in_order(files: dict[str, dict[str, list[tuple[str, bytes]]]]) -> list[tuple[str, bytes]]:
-    """train then valid; within each, the 3s then the 7s."""
-    return [item for split in SPLITS for cls in CLASSES for item in files[split][cls]]
+    """Split by split (train then valid); within each, class by class (the 3s then the 7s)."""
+    return [item for by_class in files.values() for items in by_class.values() for item in items]
 
 
-def stack(archive: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+def stack(archive: str | Path, layout: Layout = MNIST_SAMPLE
+          ) -> tuple[dict[str, np.ndarray], dict]:
     """The archive -> ({train_x, train_y, valid_x, valid_y}, counts per split and class).
 
-    x is uint8 [N, 28, 28] (3s then 7s), y uint8 [N] with 1 for a 3 and 0 for a 7. NumPy
-    arrays, not torch tensors: the stage never pays torch's import (the file is the same).
+    x is uint8 [N, 28, 28] (3s then 7s; for MNIST, 0s to 9s), y uint8 [N] the class's label
+    (1 for a 3 and 0 for a 7; a digit's own value). The first split is train, the second
+    valid, whatever their folders are called. NumPy arrays, not torch tensors: the stage
+    never pays torch's import (the file is the same).
     """
-    files = png_members(archive)
-    x = decode_pngs(in_order(files))  # uint8 [12396 + 2038, 28, 28]
+    files = png_members(archive, layout)
+    x = decode_pngs(in_order(files))  # uint8 [12396 + 2038, 28, 28]; MNIST [60000 + 10000, ...]
 
     tensors, start = {}, 0
-    for split in SPLITS:
-        n = sum(len(files[split][cls]) for cls in CLASSES)
-        tensors[f"{split}_x"] = x[start : start + n]
-        tensors[f"{split}_y"] = np.array(
-            [LABEL[cls] for cls in CLASSES for _ in files[split][cls]], dtype=np.uint8
+    for key, split in zip(("train", "valid"), layout.splits, strict=True):
+        n = sum(len(files[split][cls]) for cls in layout.classes)
+        tensors[f"{key}_x"] = x[start : start + n]
+        tensors[f"{key}_y"] = np.array(
+            [layout.label[cls] for cls in layout.classes for _ in files[split][cls]],
+            dtype=np.uint8,
         )
         start += n
-    counts = {split: {cls: len(files[split][cls]) for cls in CLASSES} for split in SPLITS}
+    counts = {split: {cls: len(files[split][cls]) for cls in layout.classes}
+              for split in layout.splits}
     return tensors, counts
 
 
 # -- Benchmark -------------------------------------------------------------------------------
-def bench(archive: str | Path, repeat: int = 3) -> dict[str, float]:
+def bench(archive: str | Path, repeat: int = 3, layout: Layout = MNIST_SAMPLE
+          ) -> dict[str, float]:
     """Best-of-`repeat` seconds to decode every PNG: the chapter's loop vs `decode_pngs`."""
     import time
 
     from PIL import Image
 
-    order = in_order(png_members(archive))
+    order = in_order(png_members(archive, layout))
 
     def best(fn) -> float:
         times = []
@@ -267,7 +332,7 @@ def bench(archive: str | Path, repeat: int = 3) -> dict[str, float]:
 
     return {
         "images": len(order),
-        "read_archive": best(lambda: png_members(archive)),
+        "read_archive": best(lambda: png_members(archive, layout)),
         "pil_loop": best(lambda: [np.asarray(Image.open(io.BytesIO(d))) for _, d in order]),
         "decode_pngs": best(lambda: decode_pngs(order)),
     }
@@ -279,6 +344,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="time decoding the PNGs (see the docstring)")
     ap.add_argument("--bench", type=Path, metavar="ARCHIVE", required=True,
                     help="the archive, e.g. data/mnist_sample.tgz")
+    ap.add_argument("--dataset", choices=LAYOUTS, default=MNIST_SAMPLE.name,
+                    help="the archive's layout (default: %(default)s)")
     args = ap.parse_args()
-    for k, v in bench(args.bench).items():
+    for k, v in bench(args.bench, layout=LAYOUTS[args.dataset]).items():
         print(f"{k:16s} {v:8.3f}" if isinstance(v, float) else f"{k:16s} {v:8d}")

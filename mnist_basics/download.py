@@ -3,6 +3,11 @@
     python stages/download.py                      # from params.yaml data.url
     MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz python stages/download.py   # offline
 
+The full MNIST (`data.MNIST`: fastai's mnist_png.tgz) comes the same way, with its own
+names: MNIST_URL, ~/.fastai/archive/mnist_png.tgz, params.yaml `mnist.data`, all ten digits
+under `mnist_png/` and no labels file. Every function takes the `layout` to check against;
+the defaults are MNIST_SAMPLE's.
+
 Where the archive comes from, first match wins:
 1. MNIST_SAMPLE_URL, when set: a plain path, a file:// URL or an http(s) URL. It is only an
    environment variable, so pointing it elsewhere never changes the stage in DVC's eyes.
@@ -38,27 +43,40 @@ import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import atomic_path
-from mnist_basics.data import CLASS_DIRS, LABELS, TOP, class_dir, open_archive, reading
+from mnist_basics.data import (
+    LAYOUTS,
+    MNIST_SAMPLE,
+    Layout,
+    class_dir,
+    members,
+    open_archive,
+    reading,
+)
 from mnist_basics.params import Data
 
 log = logging.getLogger(__name__)
 
-ENV = "MNIST_SAMPLE_URL"
 TIMEOUT = (10, 60)  # seconds to connect, and at most between two chunks of the body
 CHUNK = 1 << 16
-OFFLINE_HINT = (
-    f"to work offline, set {ENV} to a copy of mnist_sample.tgz (a path or file:// URL) "
-    "or put one at ~/.fastai/archive/mnist_sample.tgz"
-)
 
 
-def fastai_archive() -> Path:
+def offline_hint(layout: Layout = MNIST_SAMPLE) -> str:
+    return (f"to work offline, set {layout.env} to a copy of {layout.archive} "
+            f"(a path or file:// URL) or put one at ~/.fastai/archive/{layout.archive}")
+
+
+ENV = MNIST_SAMPLE.env
+OFFLINE_HINT = offline_hint()
+
+
+def fastai_archive(layout: Layout = MNIST_SAMPLE) -> Path:
     """Where fastai's `untar_data(URLs.MNIST_SAMPLE)` keeps the archive it downloaded."""
-    return Path.home() / ".fastai" / "archive" / "mnist_sample.tgz"
+    return Path.home() / ".fastai" / "archive" / layout.archive
 
 
 # -- Checksums -------------------------------------------------------------------------------
@@ -69,7 +87,8 @@ def md5sum(blob: bytes) -> str:
 
 
 def content_digest(files: Mapping[str, bytes]) -> str:
-    """sha256 of `<sha256 of file>  <path under mnist_sample/>\n` per file, sorted by path.
+    """sha256 of `<sha256 of file>  <path under mnist_sample/>\n` per file, sorted by path
+    (the full MNIST's paths are under mnist_png/).
 
     The same lines `sha256sum` prints, so it is independent of how the archive was packed
     (order, timestamps, owners, gzip level) and can be checked by hand in an extracted copy:
@@ -82,25 +101,30 @@ def content_digest(files: Mapping[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def canonical_archive(files: Mapping[str, bytes]) -> bytes:
+def canonical_archive(files: Mapping[str, bytes], layout: Layout = MNIST_SAMPLE) -> bytes:
     """The files as a .tgz whose bytes depend on their paths and contents alone.
 
     Regular files only (tar makes the folders on extraction), sorted by path under
-    mnist_sample/, each mode 0644, owned by 0:0 with no user or group name, dated 1970; gzip
-    at a fixed level with no name and a zero timestamp in its header.
+    mnist_sample/ (`layout.top`), each mode 0644, owned by 0:0 with no user or group name,
+    dated 1970; gzip at a fixed level with no name and a zero timestamp in its header.
     """
-    tar_bytes = io.BytesIO()
-    with tarfile.open(fileobj=tar_bytes, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    out = io.BytesIO()
+    write_canonical(files, out, layout)
+    return out.getvalue()
+
+
+def write_canonical(files: Mapping[str, bytes], fileobj: BinaryIO,
+                    layout: Layout = MNIST_SAMPLE) -> None:
+    """`canonical_archive`'s bytes, written to `fileobj` as the tar is made: the full
+    MNIST's 70,000 members would make a 70 MB tar in memory before it is compressed."""
+    with gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, compresslevel=6, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in sorted(files):
-            info = tarfile.TarInfo(f"{TOP}/{rel}")
+            info = tarfile.TarInfo(f"{layout.top}/{rel}")
             info.size, info.mode, info.mtime = len(files[rel]), 0o644, 0
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(files[rel]))
-    out = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=6, mtime=0) as gz:
-        gz.write(tar_bytes.getvalue())
-    return out.getvalue()
 
 
 # -- Sources ---------------------------------------------------------------------------------
@@ -135,12 +159,12 @@ def _reason(err: Exception) -> str:
     return found[-1].strip() if found else type(err).__name__
 
 
-def fetch(source: Source, dest: Path, max_bytes: int) -> None:
+def fetch(source: Source, dest: Path, max_bytes: int, layout: Layout = MNIST_SAMPLE) -> None:
     """Stream an http(s) URL into `dest`, with a progress bar on a terminal."""
     import requests
     from tqdm import tqdm
 
-    url = source.location
+    url, cap = source.location, f"{layout.data_section}.max_bytes"
     log.info("downloading %s", url)
     try:
         with requests.get(url, stream=True, timeout=TIMEOUT) as resp:
@@ -160,12 +184,12 @@ def fetch(source: Source, dest: Path, max_bytes: int) -> None:
                 expected = int(length)
             if expected and expected > max_bytes:
                 raise PipelineError(
-                    f"{url}: {expected} bytes is more than data.max_bytes ({max_bytes}); "
+                    f"{url}: {expected} bytes is more than {cap} ({max_bytes}); "
                     f"check {source.knob}"
                 )
             got = 0
             with open(dest, "wb") as f, tqdm(
-                total=expected, desc="mnist_sample.tgz", unit="B", unit_scale=True,
+                total=expected, desc=layout.archive, unit="B", unit_scale=True,
                 leave=False, disable=not sys.stderr.isatty(),
             ) as bar:
                 try:
@@ -173,7 +197,7 @@ def fetch(source: Source, dest: Path, max_bytes: int) -> None:
                         got += len(chunk)
                         if got > max_bytes:
                             raise PipelineError(
-                                f"{url}: more than data.max_bytes ({max_bytes}) bytes; "
+                                f"{url}: more than {cap} ({max_bytes}) bytes; "
                                 f"check {source.knob}"
                             )
                         f.write(chunk)
@@ -191,12 +215,14 @@ def fetch(source: Source, dest: Path, max_bytes: int) -> None:
                 )
     except requests.exceptions.Timeout:
         raise PipelineError(
-            f"cannot reach {url} (timed out); {OFFLINE_HINT}"
+            f"cannot reach {url} (timed out); {offline_hint(layout)}"
         ) from None
     except requests.exceptions.ConnectionError as e:
-        raise PipelineError(f"cannot reach {url} ({_reason(e)}); {OFFLINE_HINT}") from None
+        raise PipelineError(
+            f"cannot reach {url} ({_reason(e)}); {offline_hint(layout)}") from None
     except requests.exceptions.RequestException as e:
-        raise PipelineError(f"{url}: {type(e).__name__}: {_reason(e)}; {OFFLINE_HINT}") from None
+        raise PipelineError(
+            f"{url}: {type(e).__name__}: {_reason(e)}; {offline_hint(layout)}") from None
 
 
 # -- Checking --------------------------------------------------------------------------------
@@ -211,16 +237,19 @@ def _refuse_html(blob: bytes, name: str, knob: str) -> None:
         )
 
 
-def check_members(tar: tarfile.TarFile, data: Data, name: str) -> dict[str, bytes]:
-    """Every regular file, by its path under mnist_sample/; raises on the first bad member."""
+def check_members(tar: tarfile.TarFile, data: Data, name: str, layout: Layout = MNIST_SAMPLE,
+                  knob: str = "the source") -> dict[str, bytes]:
+    """Every regular file, by its path under mnist_sample/ (`layout.top`); raises on the
+    first bad member."""
     files: dict[str, bytes] = {}
     count = total = 0
-    for m in tar:  # each header is checked before its bytes are read
+    top, section = layout.top, layout.data_section
+    for m in members(tar):  # each header is checked before its bytes are read
         count += 1
         if count > data.max_members:
             raise PipelineError(
-                f"{name}: more than data.max_members ({data.max_members}) entries; "
-                "not the MNIST_SAMPLE archive, refusing it"
+                f"{name}: more than {section}.max_members ({data.max_members}) entries; "
+                f"not the {layout.title} archive, refusing it"
             )
         path = PurePosixPath(m.name)
         rel = PurePosixPath(*path.parts[1:]).as_posix() if len(path.parts) > 1 else ""
@@ -233,8 +262,15 @@ def check_members(tar: tarfile.TarFile, data: Data, name: str) -> dict[str, byte
             what = "an absolute path"
         elif ".." in path.parts:
             what = "a '..' path"
-        elif not path.parts or path.parts[0] != TOP or (m.isfile() and not rel):
-            what = f"outside {TOP}/"
+        elif not path.parts or path.parts[0] != top or (m.isfile() and not rel):
+            first = path.parts[0] if path.parts else ""
+            other = next((o for o in LAYOUTS.values() if o.top == first != top), None)
+            if other:  # a whole other dataset, most likely: say so rather than "unsafe"
+                raise PipelineError(
+                    f"{name}: {m.name!r} is from the {other.title} archive ({other.top}/), "
+                    f"not the {layout.title} one ({top}/); check {knob}"
+                )
+            what = f"outside {top}/"
         elif m.isfile() and rel in files:
             what = "a second copy of an earlier member"
         if what:
@@ -245,8 +281,8 @@ def check_members(tar: tarfile.TarFile, data: Data, name: str) -> dict[str, byte
         total += m.size if m.isfile() else 0
         if total > data.max_bytes:
             raise PipelineError(
-                f"{name}: more than data.max_bytes ({data.max_bytes}) bytes once unpacked; "
-                "not the MNIST_SAMPLE archive, refusing it"
+                f"{name}: more than {section}.max_bytes ({data.max_bytes}) bytes once unpacked; "
+                f"not the {layout.title} archive, refusing it"
             )
         if m.isfile():
             files[rel] = tar.extractfile(m).read()
@@ -255,19 +291,20 @@ def check_members(tar: tarfile.TarFile, data: Data, name: str) -> dict[str, byte
     return files
 
 
-def check_layout(files: Mapping[str, bytes], name: str, knob: str = "the source") -> dict[str, int]:
-    """PNGs per class folder; raises unless the files look like MNIST_SAMPLE."""
-    hint = f"not the MNIST_SAMPLE archive? check {knob}"
-    if LABELS not in files:
-        raise PipelineError(f"{name}: no {TOP}/{LABELS}; {hint}")
-    counts = dict.fromkeys(CLASS_DIRS, 0)
+def check_layout(files: Mapping[str, bytes], name: str, knob: str = "the source",
+                 layout: Layout = MNIST_SAMPLE) -> dict[str, int]:
+    """PNGs per class folder; raises unless the files look like MNIST_SAMPLE (`layout`)."""
+    top, hint = layout.top, f"not the {layout.title} archive? check {knob}"
+    if layout.labels_file is not None and layout.labels_file not in files:
+        raise PipelineError(f"{name}: no {top}/{layout.labels_file}; {hint}")
+    counts = dict.fromkeys(layout.class_dirs, 0)
     for rel in files:  # the PNGs the stack stage will read
-        folder = class_dir(f"{TOP}/{rel}")
+        folder = class_dir(f"{top}/{rel}", layout)
         if folder is not None:
             counts[folder] += 1
     for d, n in counts.items():
         if n == 0:
-            raise PipelineError(f"{name}: no PNGs in {TOP}/{d}/; {hint}")
+            raise PipelineError(f"{name}: no PNGs in {top}/{d}/; {hint}")
     return counts
 
 
@@ -275,26 +312,28 @@ def check_layout(files: Mapping[str, bytes], name: str, knob: str = "the source"
 class Verified:
     verified_by: str  # "md5" or "content digest"
     counts: dict[str, int]  # PNGs per class folder
-    files: dict[str, bytes]  # every regular file, by its path under mnist_sample/
+    files: dict[str, bytes]  # every regular file, by its path under the layout's top folder
 
 
-def check_archive(blob: bytes, data: Data, name: str, knob: str) -> Verified:
+def check_archive(blob: bytes, data: Data, name: str, knob: str,
+                  layout: Layout = MNIST_SAMPLE) -> Verified:
     """The archive's files, once it passes every check; raises on the first that fails."""
     if not blob:
         raise PipelineError(f"{name}: the archive is empty (0 bytes); fetch a fresh copy")
     _refuse_html(blob, name, knob)
     with open_archive(blob, name, f"fetch a fresh copy or check {knob}") as tar, reading(name):
-        files = check_members(tar, data, name)
-    counts = check_layout(files, name, knob)
+        files = check_members(tar, data, name, layout, knob)
+    counts = check_layout(files, name, knob, layout)
     md5 = md5sum(blob)
     if md5 == data.md5:
         return Verified("md5", counts, files)
     digest = content_digest(files)
     if digest == data.content_digest:
         return Verified("content digest", counts, files)
+    section = layout.data_section
     raise PipelineError(
-        f"{name}: checksum mismatch: md5 {md5} is not data.md5 and content digest "
-        f"{digest} is not data.content_digest; fetch a fresh copy (or, if the data really "
+        f"{name}: checksum mismatch: md5 {md5} is not {section}.md5 and content digest "
+        f"{digest} is not {section}.content_digest; fetch a fresh copy (or, if the data really "
         "changed, update both in params.yaml)"
     )
 
@@ -309,67 +348,69 @@ class Downloaded:
     counts: dict[str, int]  # PNGs per class folder, e.g. {"train/3": 6131, ...}
 
 
-def sources(data: Data) -> list[Source]:
+def sources(data: Data, layout: Layout = MNIST_SAMPLE) -> list[Source]:
     """Where to look, in order (see the module docstring)."""
-    override = os.environ.get(ENV, "").strip()
+    override = os.environ.get(layout.env, "").strip()
     if override:
-        return [Source(override, ENV)]
+        return [Source(override, layout.env)]
     out = []
-    cache = fastai_archive()
+    cache = fastai_archive(layout)
     if cache.is_file():
         out.append(Source(str(cache), "the fastai cache"))
-    out.append(Source(data.url, "data.url in params.yaml"))
+    out.append(Source(data.url, f"{layout.data_section}.url in params.yaml"))
     return out
 
 
-def _read_local(source: Source, max_bytes: int) -> tuple[str, bytes]:
+def _read_local(source: Source, max_bytes: int, layout: Layout) -> tuple[str, bytes]:
     """(the file's path, for messages; its bytes)."""
     archive = local_path(source)
     name = str(archive)
     if not archive.is_file():
-        raise PipelineError(f"{name}: not found; point {source.knob} at a copy of mnist_sample.tgz")
+        raise PipelineError(f"{name}: not found; point {source.knob} at a copy of {layout.archive}")
     log.info("using %s (from %s)", archive, source.knob)
     try:
         size = archive.stat().st_size
         if size > max_bytes:
             raise PipelineError(
-                f"{name}: {size} bytes is more than data.max_bytes ({max_bytes}); "
-                f"check {source.knob}"
+                f"{name}: {size} bytes is more than {layout.data_section}.max_bytes "
+                f"({max_bytes}); check {source.knob}"
             )
         return name, archive.read_bytes()
     except OSError as e:
         raise PipelineError(f"{name}: cannot read ({e.strerror or e})") from None
 
 
-def _install(source: Source, out: Path, data: Data) -> Downloaded:
+def _install(source: Source, out: Path, data: Data, layout: Layout) -> Downloaded:
     if source.is_http:
         name = source.location
         with atomic_path(out) as tmp:  # the download's own bytes never reach `out`
-            fetch(source, tmp, data.max_bytes)
-            checked = check_archive(tmp.read_bytes(), data, name, source.knob)
-            tmp.write_bytes(canonical_archive(checked.files))
+            fetch(source, tmp, data.max_bytes, layout)
+            checked = check_archive(tmp.read_bytes(), data, name, source.knob, layout)
+            with open(tmp, "wb") as f:
+                write_canonical(checked.files, f, layout)
     else:
-        name, blob = _read_local(source, data.max_bytes)
-        checked = check_archive(blob, data, name, source.knob)
-        with atomic_path(out) as tmp:
-            tmp.write_bytes(canonical_archive(checked.files))
+        name, blob = _read_local(source, data.max_bytes, layout)
+        checked = check_archive(blob, data, name, source.knob, layout)
+        del blob  # the full MNIST's 15 MB, no longer needed while the re-pack is written
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            write_canonical(checked.files, f, layout)
     return Downloaded(source.location, checked.verified_by, checked.counts)
 
 
-def download(data: Data, out: str | Path) -> Downloaded:
-    """Put a verified copy of mnist_sample.tgz at `out`."""
+def download(data: Data, out: str | Path, layout: Layout = MNIST_SAMPLE) -> Downloaded:
+    """Put a verified copy of mnist_sample.tgz (`layout.archive`) at `out`."""
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise PipelineError(f"cannot write {out}: {e.strerror or e}") from None
-    todo = sources(data)
+    todo = sources(data, layout)
     for source in todo[:-1]:  # only the fastai cache comes before a last resort
         try:
-            return _report(_install(source, out, data), out)
+            return _report(_install(source, out, data, layout), out)
         except PipelineError as e:
             log.info("ignoring %s: %s", source.knob, e)
-    return _report(_install(todo[-1], out, data), out)
+    return _report(_install(todo[-1], out, data, layout), out)
 
 
 def _report(result: Downloaded, out: Path) -> Downloaded:

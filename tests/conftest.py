@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.digits_archive import real_digits_archive
 from tests.harness import (
     local_archive,
     make_tiny_archive,
@@ -28,6 +29,13 @@ def mnist_archive() -> Path:
     if path is None:
         pytest.fail("the real data is needed: set MNIST_SAMPLE_URL to a local mnist_sample.tgz")
     return path
+
+
+@pytest.fixture(scope="session")
+def mnist_png_archive() -> Path:
+    """The real full MNIST, mnist_png.tgz, from MNIST_URL or fastai's cache (session-wide, so
+    it is found before a test's own HOME or environment hides it)."""
+    return real_digits_archive()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 Every broken or hostile archive is built here with tarfile; the http cases run against a
 local http.server. Each failure must leave the previous output as it was and no temp file.
+The full MNIST (ten digits, mnist_png/) goes through the same checks with its own names; its
+tiny archive comes from tests/digits_archive.py.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from mnist_basics import PipelineError
-from mnist_basics.data import CLASS_DIRS
+from mnist_basics.data import CLASS_DIRS, MNIST
 from mnist_basics.download import canonical_archive, content_digest, download, md5sum
 from mnist_basics.params import Data, load
 from mnist_basics.pipeline import BY_NAME
-from tests.harness import ROOT, run_stage, write_params
+from tests.digits_archive import make_digits_archive, make_digits_tree
+from tests.harness import ROOT, make_tiny_archive, run_stage, write_params
 
 # The committed data params (the official archive's md5 and content digest); tests replace
 # the url, and the checksums when they accept a tiny archive.
@@ -70,10 +73,10 @@ def digest_of_files(files: dict[str, bytes]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def files_of(blob: bytes) -> dict[str, bytes]:
-    """A .tgz's regular files by their path under mnist_sample/, read with tarfile alone."""
+def files_of(blob: bytes, top: str = "mnist_sample") -> dict[str, bytes]:
+    """A .tgz's regular files by their path under top/, read with tarfile alone."""
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-        return {m.name.removeprefix("mnist_sample/"): tar.extractfile(m).read()
+        return {m.name.removeprefix(f"{top}/"): tar.extractfile(m).read()
                 for m in tar if m.isreg()}
 
 
@@ -82,11 +85,13 @@ def files_of(blob: bytes) -> dict[str, bytes]:
 
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch) -> Path:
-    """No MNIST_SAMPLE_URL and an empty home, so no real fastai cache can interfere."""
+    """No MNIST_SAMPLE_URL or MNIST_URL and an empty home, so no real fastai cache can
+    interfere."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("MNIST_SAMPLE_URL", raising=False)
+    monkeypatch.delenv("MNIST_URL", raising=False)
     return home
 
 
@@ -380,3 +385,175 @@ def test_stage_fails_with_one_line(case, tiny, tmp_path, home):
     assert not out.exists()
     if case == "bad params":
         assert not out.parent.exists()
+
+
+# -- The full MNIST: ten digits under mnist_png/, no labels file -------------------------------
+MNIST_DATA: Data = load(ROOT / "params.yaml", "mnist.data")["mnist.data"]
+DIGIT_DIRS = [f"{split}/{d}" for split in ("training", "testing") for d in range(10)]
+REAL_DIGIT_COUNTS = {
+    "training": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    "testing": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+}
+
+
+@pytest.fixture
+def digits(tmp_path, unreachable) -> tuple[Path, Data]:
+    """A tiny ten-digit mnist_png.tgz (3 training and 2 testing PNGs a digit), and the
+    full MNIST's data params, accepting it by content digest."""
+    (tmp_path / "digits").mkdir()
+    archive, _, digest = make_digits_archive(tmp_path / "digits")
+    return archive, MNIST_DATA.model_copy(update={"url": unreachable, "content_digest": digest})
+
+
+@pytest.fixture
+def digits_out(tmp_path) -> Path:
+    """A previous good output of the full MNIST's download, which every failure leaves."""
+    out = tmp_path / "full" / "mnist.tgz"  # beside `out`'s data/, as a test may use both
+    out.parent.mkdir(parents=True)
+    out.write_text("good")
+    return out
+
+
+def assert_digits_fail(data: Data, out: Path, *words: str) -> str:
+    with pytest.raises(PipelineError) as exc:
+        download(data, out, layout=MNIST)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+    assert out.read_text() == "good" and os.listdir(out.parent) == [out.name]
+    return msg
+
+
+def test_digits_archive_is_verified_and_repacked(digits, digits_out, monkeypatch):
+    archive, data = digits
+    monkeypatch.setenv("MNIST_URL", str(archive))
+    result = download(data, digits_out, layout=MNIST)
+    assert (result.source, result.verified_by) == (str(archive), "content digest")
+    assert result.counts == {d: (3 if d.startswith("training") else 2) for d in DIGIT_DIRS}
+    written, source = (files_of(b, "mnist_png") for b in (digits_out.read_bytes(),
+                                                          archive.read_bytes()))
+    assert written == source and "labels.csv" not in written  # the full MNIST has none
+    assert digest_of_files(written) == data.content_digest
+    assert digits_out.read_bytes() == canonical_archive(source, MNIST)
+    with tarfile.open(digits_out) as tar:
+        names = tar.getnames()
+    assert names == sorted(names) and all(n.startswith("mnist_png/") for n in names)
+    assert os.listdir(digits_out.parent) == ["mnist.tgz"]
+
+
+def _pack_tree(top: Path, dest: Path, *, reverse: bool, level: int) -> Path:
+    """top/ as mnist_png/ in a .tgz: folders and all, in either order, at some gzip level."""
+    paths = sorted(top.rglob("*"), reverse=reverse)
+    with tarfile.open(dest, "w:gz", compresslevel=level) as tar:
+        for p in paths:
+            info = tar.gettarinfo(p, arcname=f"mnist_png/{p.relative_to(top).as_posix()}")
+            info.mtime, info.uname = (12345, "someone") if reverse else (info.mtime, info.uname)
+            tar.addfile(info, p.open("rb") if p.is_file() else None)
+    return dest
+
+
+def test_digits_repack_is_the_same_whatever_the_packing(tmp_path, unreachable, monkeypatch):
+    top = make_digits_tree(tmp_path / "tree")
+    first = _pack_tree(top, tmp_path / "a.tgz", reverse=False, level=9)
+    second = _pack_tree(top, tmp_path / "b.tgz", reverse=True, level=1)
+    assert first.read_bytes() != second.read_bytes()
+    data = MNIST_DATA.model_copy(update={"url": unreachable,
+                                         "content_digest": digest_of_files(
+                                             files_of(first.read_bytes(), "mnist_png"))})
+    outs = []
+    for archive in (first, second):
+        monkeypatch.setenv("MNIST_URL", archive.as_uri())
+        outs.append(tmp_path / archive.stem / "mnist.tgz")
+        download(data, outs[-1], layout=MNIST)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    monkeypatch.setenv("MNIST_URL", str(outs[0]))  # the re-pack itself is a faithful copy
+    download(data, tmp_path / "again.tgz", layout=MNIST)
+    assert (tmp_path / "again.tgz").read_bytes() == outs[0].read_bytes()
+
+
+def test_digits_from_the_fastai_cache_and_over_http(digits, digits_out, home, server):
+    archive, data = digits
+    cache = home / ".fastai/archive/mnist_png.tgz"
+    cache.parent.mkdir(parents=True)
+    (home / ".fastai/archive/mnist_sample.tgz").write_bytes(b"not this one")
+    cache.write_bytes(archive.read_bytes())
+    assert download(data, digits_out, layout=MNIST).source == str(cache)
+    cache.unlink()
+    served = data.model_copy(update={"url": serve(server, "/mnist_png.tgz", archive.read_bytes())})
+    assert download(served, digits_out, layout=MNIST).source == served.url
+    assert digits_out.read_bytes() == canonical_archive(files_of(archive.read_bytes(),
+                                                                 "mnist_png"), MNIST)
+
+
+def test_digits_failures_name_the_full_mnists_knobs(digits, digits_out, monkeypatch, tmp_path,
+                                                    server):
+    """Its own env var, params section and file name; MNIST_SAMPLE_URL is not looked at."""
+    archive, data = digits
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
+    assert_digits_fail(data, digits_out, "cannot reach", "set MNIST_URL to a copy of "
+                       "mnist_png.tgz", "~/.fastai/archive/mnist_png.tgz")
+    missing = data.model_copy(update={"url": server.url + "/missing.tgz"})
+    assert_digits_fail(missing, digits_out, "HTTP 404", "check mnist.data.url in params.yaml")
+    monkeypatch.setenv("MNIST_URL", str(tmp_path / "nope.tgz"))
+    assert_digits_fail(data, digits_out, "not found; point MNIST_URL at a copy of mnist_png.tgz")
+    monkeypatch.setenv("MNIST_URL", str(archive))
+    assert_digits_fail(data.model_copy(update={"max_members": 5}), digits_out,
+                       "mnist.data.max_members (5)", "not the MNIST archive")
+    assert_digits_fail(data.model_copy(update={"content_digest": "0" * 64}), digits_out,
+                       "checksum mismatch", "mnist.data.md5", "mnist.data.content_digest")
+
+
+def test_digits_archive_without_a_digit_is_refused(digits, digits_out, monkeypatch, tmp_path):
+    archive, data = digits
+    with tarfile.open(archive) as tar:
+        kept = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar
+                if not m.name.startswith("mnist_png/testing/9")]
+    pack(tmp_path / "no9.tgz", kept)
+    monkeypatch.setenv("MNIST_URL", str(tmp_path / "no9.tgz"))
+    assert_digits_fail(data, digits_out, "no PNGs in mnist_png/testing/9/",
+                       "not the MNIST archive? check MNIST_URL")
+
+
+def test_the_other_datasets_archive_is_refused_in_one_line(digits, digits_out, out, tmp_path,
+                                                           monkeypatch):
+    """MNIST_SAMPLE offered as MNIST, and the other way round: the message says which."""
+    (tmp_path / "sample").mkdir()
+    sample, _, sample_digest = make_tiny_archive(tmp_path / "sample")
+    archive, data = digits
+    monkeypatch.setenv("MNIST_URL", str(sample))
+    assert_digits_fail(data.model_copy(update={"content_digest": sample_digest}), digits_out,
+                       "is from the MNIST_SAMPLE archive (mnist_sample/)",
+                       "not the MNIST one (mnist_png/)", "check MNIST_URL")
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive))
+    assert_fails(DATA.model_copy(update={"content_digest": data.content_digest}), out,
+                 "is from the MNIST archive (mnist_png/)",
+                 "not the MNIST_SAMPLE one (mnist_sample/)", "check MNIST_SAMPLE_URL")
+
+
+def test_hostile_digits_member_is_refused(digits, digits_out, monkeypatch, tmp_path):
+    archive, data = digits
+    with tarfile.open(archive) as tar:
+        kept = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]
+    link = entry("mnist_png/training/3/s.png", kind=tarfile.SYMTYPE, link="/etc/passwd")
+    monkeypatch.setenv("MNIST_URL", str(pack(tmp_path / "bad.tgz", [*kept, link])))
+    assert_digits_fail(data, digits_out, "unsafe member", "symbolic link")
+    outside = entry("other/x.png", b"x")
+    monkeypatch.setenv("MNIST_URL", str(pack(tmp_path / "bad.tgz", [*kept, outside])))
+    assert_digits_fail(data, digits_out, "unsafe member", "outside mnist_png/")
+
+
+@pytest.mark.slow
+def test_real_full_mnist_is_verified_by_its_content_digest(mnist_png_archive, tmp_path,
+                                                           monkeypatch):
+    archive = mnist_png_archive
+    monkeypatch.setenv("MNIST_URL", str(archive))
+    out = tmp_path / "mnist.tgz"
+    result = download(MNIST_DATA, out, layout=MNIST)
+    assert result.verified_by in ("md5", "content digest")
+    assert result.counts == {f"{split}/{d}": n for split, ns in REAL_DIGIT_COUNTS.items()
+                             for d, n in enumerate(ns)}
+    written = files_of(out.read_bytes(), "mnist_png")
+    assert digest_of_files(written) == MNIST_DATA.content_digest == (
+        "440aecd9ceb2cd44eac149611340e78472690a02053a621bc064406d89cd0985")
+    assert written == files_of(archive.read_bytes(), "mnist_png")

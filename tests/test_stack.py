@@ -3,7 +3,8 @@ naming the bad file.
 
 Broken PNGs are built here in a small tree of valid 28x28 grayscale images, packed into a .tgz
 as the download stage leaves it; the real archive checks the whole stage against the chapter's
-plain PIL loop.
+plain PIL loop. The full MNIST (ten digits, mnist_png/) is stacked from the tiny archive of
+tests/digits_archive.py, and from the real one, after the download stage has vetted each.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import pytest
 from PIL import Image
 
 from mnist_basics import PipelineError
-from mnist_basics.artifacts import load_tensors
-from mnist_basics.data import decode_png, decode_pngs, png_members, stack
-from mnist_basics.download import canonical_archive
+from mnist_basics.artifacts import load_tensors, save_tensors
+from mnist_basics.data import MNIST, class_dir, decode_png, decode_pngs, png_members, stack
+from mnist_basics.download import canonical_archive, download
+from mnist_basics.params import load
 from mnist_basics.pipeline import BY_NAME
-from tests.harness import ROOT, run_stage
+from tests.digits_archive import make_digits_archive
+from tests.harness import ROOT, make_tiny_archive, run_stage
 
 
 # -- Building PNGs by hand, so that each can be broken in exactly one way --------------------
@@ -359,3 +362,95 @@ def test_stage_on_the_real_archive_equals_the_chapters_pil_loop(mnist_archive, t
                        key=lambda n: (n.split("/")[2], n.rsplit("/", 1)[1]))
         pixels = [pil_decode(io.BytesIO(pngs[n])) for n in files]
         np.testing.assert_array_equal(x.numpy(), np.stack(pixels))
+
+
+# -- The full MNIST: ten digits, labelled by their own value ---------------------------------
+MNIST_DATA = load(ROOT / "params.yaml", "mnist.data")["mnist.data"]
+DIGITS = [str(d) for d in range(10)]
+
+
+def downloaded(source: Path, tmp_path: Path, monkeypatch, data=MNIST_DATA) -> Path:
+    """`source` through the download stage's function, via MNIST_URL: data/mnist.tgz."""
+    monkeypatch.setenv("MNIST_URL", str(source))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no fastai cache but the one a test puts there
+    out = tmp_path / "data" / "mnist.tgz"
+    download(data, out, layout=MNIST)
+    return out
+
+
+@pytest.fixture
+def digits(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """(the tiny mnist_png.tgz's tree, its verified re-pack as the download stage wrote it)."""
+    (tmp_path / "digits").mkdir()
+    archive, _, digest = make_digits_archive(tmp_path / "digits")
+    data = MNIST_DATA.model_copy(update={"content_digest": digest})
+    return tmp_path / "digits" / "tree" / "mnist_png", downloaded(archive, tmp_path,
+                                                                 monkeypatch, data)
+
+
+def test_class_dir_follows_the_layout():
+    assert class_dir("mnist_png/training/0/1.png", MNIST) == "training/0"
+    assert class_dir("mnist_png/testing/9/10.png", MNIST) == "testing/9"
+    assert class_dir("mnist_sample/train/3/1.png") == "train/3"  # MNIST_SAMPLE by default
+    for other in ("mnist_sample/train/3/1.png", "mnist_png/training/3/a/1.png",
+                  "mnist_png/valid/3/1.png", "mnist_png/training/10/1.png",
+                  "mnist_png/training/3/1.txt"):
+        assert class_dir(other, MNIST) is None, other
+    assert class_dir("mnist_png/training/3/1.png") is None
+
+
+def test_stack_orders_digits_0_to_9_by_file_name_and_labels_each_by_its_value(digits):
+    tree, archive = digits
+    tensors, counts = stack(archive, MNIST)
+    assert counts == {"training": dict.fromkeys(DIGITS, 3), "testing": dict.fromkeys(DIGITS, 2)}
+    assert list(counts["training"]) == DIGITS  # the counts JSON lists them in order too
+    assert sorted(tensors) == ["train_x", "train_y", "valid_x", "valid_y"]
+    for key, split, n in [("train", "training", 3), ("valid", "testing", 2)]:
+        x, y = tensors[f"{key}_x"], tensors[f"{key}_y"]
+        assert x.shape == (10 * n, 28, 28) and y.shape == (10 * n,)
+        assert x.dtype == y.dtype == np.uint8
+        assert y.tolist() == [d for d in range(10) for _ in range(n)]
+        # The chapter's order: class folder by class folder, each sorted by file name as text.
+        files = [p for d in DIGITS for p in sorted((tree / split / d).iterdir(),
+                                                   key=lambda p: p.name)]
+        np.testing.assert_array_equal(x, np.stack([pil_decode(p) for p in files]))
+    names = [name for name, _ in png_members(archive, MNIST)["training"]["3"]]
+    assert names == [f"{archive}:mnist_png/training/3/{n}.png" for n in (13, 23, 3)]  # as text
+
+
+def test_stack_refuses_an_archive_of_the_other_layout(tmp_path, digits):
+    """MNIST_SAMPLE's archive stacked as MNIST (and back): one line naming what is missing."""
+    _, archive = digits
+    (tmp_path / "sample").mkdir()
+    sample, _, _ = make_tiny_archive(tmp_path / "sample")
+    with pytest.raises(PipelineError) as exc:
+        stack(sample, MNIST)
+    assert str(exc.value) == (f"{sample}: no PNG files in mnist_png/training/0/; "
+                              "rerun the download stage")
+    with pytest.raises(PipelineError, match="no PNG files in mnist_sample/train/3/"):
+        stack(archive)
+
+
+@pytest.mark.slow
+def test_real_full_mnist_downloads_and_stacks_as_the_chapters_pil_loop(
+        mnist_png_archive, tmp_path, monkeypatch):
+    archive = downloaded(mnist_png_archive, tmp_path, monkeypatch)
+    tensors, counts = stack(archive, MNIST)
+    expected = {"training": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+                "testing": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]}
+    assert counts == {split: dict(zip(DIGITS, ns, strict=True)) for split, ns in expected.items()}
+    save_tensors(tmp_path / "mnist.safetensors", tensors)  # as the stage writes them
+    t = load_tensors(tmp_path / "mnist.safetensors")
+    assert {k: (tuple(v.shape), str(v.dtype)) for k, v in t.items()} == {
+        "train_x": ((60000, 28, 28), "torch.uint8"), "train_y": ((60000,), "torch.uint8"),
+        "valid_x": ((10000, 28, 28), "torch.uint8"), "valid_y": ((10000,), "torch.uint8")}
+    with tarfile.open(mnist_png_archive) as tf:
+        pngs = {m.name: tf.extractfile(m).read() for m in tf if m.name.endswith(".png")}
+    for key, split in [("train", "training"), ("valid", "testing")]:
+        y = tensors[f"{key}_y"]
+        assert y.tolist() == [d for d, n in enumerate(expected[split]) for _ in range(n)]
+        # The chapter's loop: each digit's PNGs, sorted by name, opened by PIL.
+        files = sorted((n for n in pngs if n.startswith(f"mnist_png/{split}/")),
+                       key=lambda n: (n.split("/")[2], n.rsplit("/", 1)[1]))
+        pixels = [pil_decode(io.BytesIO(pngs[n])) for n in files]
+        np.testing.assert_array_equal(tensors[f"{key}_x"], np.stack(pixels))
