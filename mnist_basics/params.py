@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from mnist_basics import PipelineError
 
@@ -112,6 +112,18 @@ class Sweep(Section):
     seeds: Seeds
 
 
+class DigitsLinear(Linear):
+    """The linear model on ten digits: weights [784, 10] and a bias, softmax loss."""
+
+    init_std: Annotated[float, Field(gt=0, le=10)]  # `init_params`' std, weights and bias
+
+
+class DigitsMlp(Mlp):
+    """784-hidden-ReLU-10 on ten digits, trained by `BasicOptim` with a learning-rate schedule."""
+
+    schedule: Literal["constant", "cosine"]  # cosine: from lr down to 0 over the whole run
+
+
 class Report(Section):
     """The report page (stage `report`); mnist_basics/i18n.py holds its catalogues."""
 
@@ -128,7 +140,14 @@ SECTIONS: dict[str, type[Section]] = {
     "report": Report,
     "spread": Spread,
     "sweep": Sweep,
+    # The full MNIST's own knobs, under `mnist:` (its stages share `train` and `report`).
+    "mnist.data": Data,
+    "mnist.linear": DigitsLinear,
+    "mnist.mlp": DigitsMlp,
+    "mnist.resnet18": Resnet18,
 }
+DATASET_NAMES = ("mnist_sample", "mnist")  # what `datasets` may list (mnist_basics/data.py)
+DATASETS = "datasets"  # the list of datasets that `make run` and `make repro` build
 
 
 def _num(x):
@@ -180,6 +199,16 @@ def load_yaml(text: str) -> object:
     return yaml.load(text, Loader=Loader)  # a SafeLoader: plain data, never objects
 
 
+# params.yaml's top-level keys: each section, `mnist` (which holds sections) and `datasets`.
+TOP_LEVEL = [*dict.fromkeys(name.partition(".")[0] for name in SECTIONS), DATASETS]
+
+
+class Datasets(RootModel[Annotated[list[Literal[DATASET_NAMES]], Field(min_length=1)]]):
+    """params.yaml `datasets`: which datasets the default runs build, each named once."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -192,15 +221,44 @@ def read_yaml(path: str | Path) -> dict:
         raise _fail(path, f"is not valid YAML{line}: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise _fail(path, "must be a mapping of sections (data, train, linear, ...)")
-    unknown = sorted(set(raw) - set(SECTIONS))
+    unknown = sorted(set(raw) - set(TOP_LEVEL), key=str)
     if unknown:
-        raise _fail(path, f"unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
+        raise _fail(path, f"unknown section {unknown[0]!r}; allowed: {', '.join(TOP_LEVEL)}")
+    for group in TOP_LEVEL:  # a key that holds sections may hold only those
+        inner = [n.partition(".")[2] for n in SECTIONS if n.startswith(f"{group}.")]
+        if inner and isinstance(raw.get(group), dict):
+            extra = sorted(set(raw[group]) - set(inner), key=str)
+            if extra:
+                raise _fail(path, f"unknown section '{group}.{extra[0]}'; "
+                                  f"allowed: {', '.join(inner)}")
     return raw
+
+
+def _section(raw: dict, name: str) -> object:
+    """raw's value at a section's name, `mnist.linear` being raw["mnist"]["linear"]."""
+    value: object = raw
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _datasets(path: Path, values: object) -> Datasets:
+    try:
+        out = Datasets.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join([DATASETS, *map(str, err["loc"])])
+        raise _fail(path, f"{key}: {_describe(err)}") from None
+    twice = [name for i, name in enumerate(out.root) if name in out.root[:i]]
+    if twice:
+        raise _fail(path, f"{DATASETS}: lists {twice[0]!r} twice")
+    return out
 
 
 def load(path: str | Path, *names: str,
          overrides: dict[str, dict] | None = None) -> dict[str, Section]:
-    """Validate and return the named sections of params.yaml, e.g. `load(p, "train", "mlp")`.
+    """Validate and return the named sections of params.yaml, e.g. `load(p, "train", "mlp")`;
+    the full MNIST's are `mnist.linear` and so on, and `datasets` is a list.
 
     `overrides` replaces values before they are checked, as a seed spread or a sweep job
     does: `load(p, "train", "mlp", overrides={"train": {"seed": 3}, "mlp": {"lr": 0.05}})`.
@@ -209,13 +267,16 @@ def load(path: str | Path, *names: str,
     raw = read_yaml(path)
     out = {}
     for name in names:
+        if name == DATASETS:
+            out[name] = _datasets(path, raw.get(name))
+            continue
         model = SECTIONS[name]
-        values = raw.get(name)
+        values = _section(raw, name)
         if isinstance(values, dict) and overrides and name in overrides:
             values = {**values, **overrides[name]}
         if not isinstance(values, dict):
             raise _fail(path, f"{name}: section is missing or not a mapping")
-        unknown = sorted(set(values) - set(model.model_fields))
+        unknown = sorted(set(values) - set(model.model_fields), key=str)
         if unknown:
             allowed = ", ".join(sorted(model.model_fields))
             raise _fail(path, f"{name}.{unknown[0]}: unknown key; allowed keys: {allowed}")
@@ -229,3 +290,43 @@ def load(path: str | Path, *names: str,
             key = ".".join([name, *map(str, err["loc"])])
             raise _fail(path, f"{key}: {_describe(err)}") from None
     return out
+
+
+def values(path: str | Path) -> dict:
+    """Every section, validated, as params.yaml nests them: {"mnist": {"linear": {...}}}."""
+    out: dict = {}
+    for name, section in load(path, *SECTIONS, DATASETS).items():
+        *groups, last = name.split(".")
+        into = out
+        for g in groups:
+            into = into.setdefault(g, {})
+        into[last] = section.model_dump()
+    return out
+
+
+def load_for(path: str | Path, dataset: str, *names: str) -> dict[str, Section]:
+    """A dataset's copy of the named sections, under their plain names: for the full MNIST,
+    `load_for(p, "mnist", "train", "linear")` reads `train` and `mnist.linear`."""
+    from mnist_basics.pipeline import section
+
+    loaded = load(path, *(section(n, dataset) for n in names))
+    return {n: loaded[section(n, dataset)] for n in names}
+
+
+def dvcfiles(path: str | Path) -> list[str]:
+    """The dvc.yaml files of the datasets that params.yaml `datasets` lists, for `make repro`."""
+    from mnist_basics.pipeline import DATASETS as ALL
+    from mnist_basics.pipeline import dvcfile
+
+    listed = load(path, DATASETS)[DATASETS].root
+    return [dvcfile(d) for d in ALL if d in listed]
+
+
+# `python -m mnist_basics dvcfiles`: what `make repro` hands to `dvc repro`.
+def add_arguments(ap) -> None:
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"),
+                    help="the params file (default: %(default)s)")
+
+
+def main(args) -> None:
+    print(" ".join(dvcfiles(args.params)))

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from mnist_basics import PipelineError
-from mnist_basics.params import SECTIONS, load
+from mnist_basics.params import DATASETS, SECTIONS, TOP_LEVEL, load, load_for, values
+from mnist_basics.pipeline import lookup
 from tests.harness import ROOT, run_stage, write_params
 
 
@@ -25,14 +26,15 @@ def test_params_yaml_holds_every_value_and_the_models_none():
     """params.yaml is the one place for values: every field of every model is there (and
     nothing else), each is required, and the whole file loads with the values it holds."""
     raw = committed()
-    assert set(raw) == set(SECTIONS)
+    assert set(raw) == set(TOP_LEVEL)  # the sections, `mnist` (which holds its own), datasets
+    assert set(raw["mnist"]) == {n.split(".")[1] for n in SECTIONS if n.startswith("mnist.")}
     for name, model in SECTIONS.items():
-        assert set(raw[name]) == set(model.model_fields), name
+        assert set(lookup(raw, name)) == set(model.model_fields), name
         defaulted = [k for k, f in model.model_fields.items() if not f.is_required()]
         assert defaulted == [], f"{name}: {defaulted} have defaults outside params.yaml"
-    loaded = load(ROOT / "params.yaml", *SECTIONS)
-    assert set(loaded) == set(SECTIONS)
-    assert {name: section.model_dump() for name, section in loaded.items()} == raw
+    loaded = load(ROOT / "params.yaml", *SECTIONS, DATASETS)
+    assert set(loaded) == {*SECTIONS, DATASETS}
+    assert values(ROOT / "params.yaml") == raw
 
 
 def test_write_params_starts_from_the_committed_values(tmp_path):
@@ -93,7 +95,7 @@ def test_missing_key(tmp_path):
 def test_typo_in_section_name(tmp_path):
     params = committed()
     params["mpl"] = params.pop("mlp")
-    allowed = ", ".join(SECTIONS)
+    allowed = ", ".join(TOP_LEVEL)
     with pytest.raises(PipelineError, match=f"unknown section 'mpl'; allowed: {allowed}$"):
         load(write(tmp_path, params), "train")
 
@@ -134,3 +136,32 @@ def test_a_stage_fails_on_bad_params_before_touching_its_outputs(tmp_path):
     assert previous.read_text() == "previous good metrics\n"
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["metrics",
                                                                        "metrics/mlp.json"]
+
+
+@pytest.mark.parametrize(("datasets", "expected"), [
+    (["mnist_sample", "mnst"], "datasets.1: must be one of 'mnist_sample' or 'mnist'"),
+    ([], "datasets: must list at least 1 value"),
+    (["mnist", "mnist"], "datasets: lists 'mnist' twice"),
+    ("mnist", "datasets: input should be a valid list"),
+])
+def test_bad_datasets_list(tmp_path, datasets, expected):
+    params = {**committed(), "datasets": datasets}
+    with pytest.raises(PipelineError, match=f"{expected}"):
+        load(write(tmp_path, params), DATASETS)
+
+
+def test_unknown_section_of_the_full_mnist(tmp_path):
+    params = committed()
+    params["mnist"]["mpl"] = params["mnist"].pop("mlp")
+    with pytest.raises(PipelineError,
+                       match="unknown section 'mnist.mpl'; allowed: data, linear, mlp, resnet18$"):
+        load(write(tmp_path, params), "train")
+
+
+def test_a_datasets_sections_under_their_plain_names():
+    """A full-MNIST stage reads `mnist.linear` as its `linear`, and the shared `train`."""
+    got = load_for(ROOT / "params.yaml", "mnist", "train", "linear")
+    assert got["linear"].model_dump() == committed()["mnist"]["linear"]
+    assert got["train"].model_dump() == committed()["train"]
+    assert load_for(ROOT / "params.yaml", "mnist_sample", "linear")["linear"].model_dump() == \
+        committed()["linear"]
