@@ -26,6 +26,9 @@ is trained by `fit_one_cycle` below (run it as `python stages/resnet18.py`):
   once per epoch in large batches under `torch.inference_mode`. What each of these is
   worth is measured by `python bench/resnet18_bench.py speed` (bench/README.md).
 
+On the full MNIST the same network has ten outputs, one per digit (`resnet18(classes=10)`),
+and everything else is the same: its cross-entropy already covers any number of classes.
+
 `load_predictor` turns a checkpoint and its model card back into a classifier that
 `python -m mnist_basics predict` uses.
 """
@@ -42,12 +45,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnist_basics import PipelineError, compat
-from mnist_basics.data import SIZE, MnistSample, load_sample
+from mnist_basics.data import LAYOUTS, SIZE, MnistSample, load_sample
 from mnist_basics.train import (
     Clock,
     Fit,
     StageResult,
     Validation,
+    batch_accuracy,
+    card_labels,
+    digit_accuracy,
     model_card,
     setup,
     shuffled_batches,
@@ -61,12 +67,19 @@ log = logging.getLogger("mnist_basics")
 CHANNELS = 1  # grayscale: conv1 takes one channel (see the module docstring)
 CLASSES = 2  # output index 1 is a 3, index 0 a 7: the chapter's labels
 VALID_BATCH = 1024  # scoring needs no gradients: large batches keep the kernels busy
-ARCH = {
-    "torchvision": "resnet18(weights=None, num_classes=2)",
-    "conv1": "Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)",
-    "in_channels": CHANNELS,
-    "num_classes": CLASSES,
-}
+
+
+def arch(classes: int = CLASSES) -> dict:
+    """The model card's `arch`."""
+    return {
+        "torchvision": f"resnet18(weights=None, num_classes={classes})",
+        "conv1": "Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)",
+        "in_channels": CHANNELS,
+        "num_classes": classes,
+    }
+
+
+ARCH = arch()
 
 
 # -- The model -------------------------------------------------------------------------------
@@ -107,14 +120,15 @@ def _one_pixel_convs(module: nn.Module) -> None:
             _one_pixel_convs(child)
 
 
-def resnet18(one_pixel: bool = True) -> nn.Module:
-    """torchvision's resnet18 for 1-channel 28x28 digits: [N, 1, 28, 28] -> logits [N, 2].
+def resnet18(one_pixel: bool = True, classes: int = CLASSES) -> nn.Module:
+    """torchvision's resnet18 for 1-channel 28x28 digits: [N, 1, 28, 28] -> logits [N, 2]
+    (or [N, classes]: 10 for the full MNIST).
 
     `one_pixel=False` keeps torchvision's plain convolutions (same function, slower on a CPU).
     """
     from torchvision.models import resnet18 as tv_resnet18  # ~1 s to import: only when needed
 
-    model = tv_resnet18(weights=None, num_classes=CLASSES)
+    model = tv_resnet18(weights=None, num_classes=classes)
     model.conv1 = nn.Conv2d(CHANNELS, 64, kernel_size=7, stride=2, padding=3, bias=False)
     # The same init torchvision gives the conv1 it replaced.
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -158,7 +172,7 @@ class Prepared:
     """The sample as resnet18 reads it, on the device, built once before training."""
 
     train_x: Tensor  # float [N, 1, 28, 28], normalised
-    train_y: Tensor  # int64 [N]: 1 for a 3, 0 for a 7 (class indices for cross-entropy)
+    train_y: Tensor  # int64 [N]: 1 for a 3, 0 for a 7, or the digit (class indices)
     valid_x: Tensor
     valid_y: Tensor
     input: dict  # how the images were prepared, for the model card
@@ -196,7 +210,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, x: Tensor, *, bf16: bool) -> Tensor:
-    """Logits (float [N, 2]) for prepared images, scored in large batches."""
+    """Logits (float [N, 2], or [N, 10]) for prepared images, scored in large batches."""
     model.eval()
     chunks = []
     for xb in x.split(VALID_BATCH):
@@ -205,9 +219,14 @@ def predict_logits(model: nn.Module, x: Tensor, *, bf16: bool) -> Tensor:
     return torch.cat(chunks)  # [N, 2]
 
 
-def validate_epoch(model: nn.Module, data: Prepared, *, bf16: bool) -> Validation:
-    """Cross-entropy on the validation set; the 3's logit margin and probability per digit."""
+def validate_epoch(model: nn.Module, data: Prepared, *, bf16: bool,
+                   binary: bool = True) -> Validation:
+    """Cross-entropy on the validation set; the 3's logit margin and probability per digit
+    (on ten digits, the logits and the softmax)."""
     logits = predict_logits(model, data.valid_x, bf16=bf16)
+    if not binary:
+        return Validation(loss=F.cross_entropy(logits, data.valid_y).item(), preds=logits,
+                          probs=logits.softmax(dim=1))
     return Validation(loss=F.cross_entropy(logits, data.valid_y).item(),
                       preds=logits[:, 1] - logits[:, 0],  # sigmoid(l3 - l7) = softmax's p3
                       prob3=logits.softmax(dim=1)[:, 1])
@@ -216,12 +235,12 @@ def validate_epoch(model: nn.Module, data: Prepared, *, bf16: bool) -> Validatio
 def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
                   batch_size: int, pct_start: float, weight_decay: float,
                   max_momentum: float, base_momentum: float, bf16: bool, seed: int,
-                  desc: str = "resnet18") -> Fit:
+                  desc: str = "resnet18", binary: bool = True) -> Fit:
     """Train with cross-entropy, SGD + Nesterov momentum and a one-cycle schedule.
 
     Each epoch visits the training set in a fresh order from a generator seeded with `seed`,
     in batches of exactly `batch_size` (the remainder is dropped, as in fastai), and ends with
-    one validation pass.
+    one validation pass. `binary=False`: ten digits, scored by `digit_accuracy`.
     """
     n = len(data.train_x)
     per_epoch = n // batch_size
@@ -241,7 +260,7 @@ def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
 
     def forward(xb: Tensor) -> Tensor:
         with autocast(device, bf16):
-            return model(xb).float()  # [B, 2]; the loss in float32
+            return model(xb).float()  # [B, 2] (or [B, 10]); the loss in float32
 
     def one_epoch(epoch: int):
         model.train()
@@ -250,23 +269,29 @@ def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
         return train_epoch(forward, batches, opt, F.cross_entropy, sched=sched,
                            desc=f"{desc} {epoch}/{epochs}")
 
-    return train_model(one_epoch, lambda: validate_epoch(model, data, bf16=bf16),
-                       epochs=epochs, valid_y=data.valid_y, name=desc)
+    return train_model(one_epoch, lambda: validate_epoch(model, data, bf16=bf16, binary=binary),
+                       epochs=epochs, valid_y=data.valid_y, name=desc,
+                       accuracy=batch_accuracy if binary else digit_accuracy)
 
 
-def train_resnet18(params: Mapping, tensors: Path) -> StageResult:
+def train_resnet18(params: Mapping, tensors: Path, dataset: str = "mnist_sample") -> StageResult:
     """Stage resnet18's whole run: the network from scratch, one cycle of `fit_one_cycle`."""
     train, p = params["train"], params["resnet18"]
+    layout = LAYOUTS[dataset]
+    # The chapter's two outputs (index 1 a 3) need no labels; ten digits are named "0"-"9".
+    labels = None if layout.binary else list(layout.classes)
+    classes = CLASSES if labels is None else len(labels)
     clock = Clock()
     device = setup(train.seed, train.device, "resnet18")
     data = prepare(load_sample(tensors), device, p.channels_last)
     # Built on the CPU from the seeded generator, then moved: the same start on every device.
-    model = resnet18().to(device, memory_format=memory_format(p.channels_last))
+    model = resnet18(classes=classes).to(device, memory_format=memory_format(p.channels_last))
     run = fit_one_cycle(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size,
                         pct_start=p.pct_start, weight_decay=p.weight_decay,
                         max_momentum=p.max_momentum, base_momentum=p.base_momentum,
-                        bf16=p.bf16, seed=train.seed)
-    card = model_card("resnet18", arch=ARCH, input=card_input(data, p.bf16), params=params)
+                        bf16=p.bf16, seed=train.seed, binary=layout.binary)
+    card = model_card("resnet18", arch=arch(classes), input=card_input(data, p.bf16),
+                      params=params, labels=labels)
     return trained_result(run, state=model.state_dict(), card=card, valid_y=data.valid_y,
                           clock=clock, device=device)
 
@@ -278,7 +303,8 @@ def card_input(data: Prepared, bf16: bool) -> dict:
 
 # -- Reloading -------------------------------------------------------------------------------
 def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tensor], Tensor]:
-    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N], the probability of a 3.
+    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N], the probability of a 3;
+    with a ten-digit card (it has `labels`) -> float [N, 10], the softmax.
 
     It prepares images and scores them exactly as the stage scored the validation set
     (same normalisation, same autocast), so it reproduces the stage's predictions.
@@ -290,7 +316,8 @@ def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tens
         mean, std = float(inp["mean"]), float(inp["std"])
     except (KeyError, TypeError, ValueError):
         raise PipelineError("resnet18 model card: input.mean and input.std are needed") from None
-    model = resnet18()
+    labels = card_labels(card)
+    model = resnet18(classes=CLASSES if labels is None else len(labels))
     try:
         model.load_state_dict(dict(state))
     except RuntimeError as e:  # missing, unexpected or misshapen tensors
@@ -302,6 +329,7 @@ def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tens
 
     def predict(x: Tensor) -> Tensor:
         images = prepare_images(x, mean, std, channels_last=channels_last)
-        return predict_logits(model, images, bf16=bf16).softmax(dim=1)[:, 1]
+        probs = predict_logits(model, images, bf16=bf16).softmax(dim=1)
+        return probs if labels is not None else probs[:, 1]
 
     return predict

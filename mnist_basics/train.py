@@ -2,17 +2,22 @@
 
 The book builds its loop from small functions, and so does this module, under their names:
 - `batch_accuracy(xb, yb)`: the share of predictions on the right side of 0.5 after a sigmoid;
+  `digit_accuracy(xb, yb)` is its ten-digit form, the share whose largest output is the label;
 - `calc_grad(xb, yb, model, loss_func)`: predict, compute the loss, `backward()`;
 - `train_epoch(...)`: `calc_grad`, then `opt.step()` and `opt.zero_grad()`, for every batch;
 - `validate_epoch`: each model's own, returning a `Validation`;
 - `train_model(...)`: `train_epoch` then `validate_epoch`, once per epoch, with a history row.
+Each takes the loss and the accuracy it uses, so the same loop trains the chapter's 3-vs-7
+models (one output, `mnist_loss`) and the full MNIST's ten-digit ones (softmax and
+cross-entropy).
 `linear` and `mlp` (mnist_basics/models.py) and `resnet18` (mnist_basics/resnet.py) plug
 their model, loss and optimizer into these.
 
 Every stage that fits a model returns one `StageResult`, and `save_results` writes it, each
 file with one writer and one format:
 - the checkpoint (safetensors) and its model card (JSON: architecture and params);
-- the validation predictions (safetensors: `prob3`, the probability that each digit is a 3);
+- the validation predictions (safetensors: `prob3`, the probability that each digit is a 3;
+  on ten digits `pred`, the digit each is taken for, and `probs` [N, 10], the softmax);
 - `metrics/<stage>.json` and `metrics/<stage>_history.csv`: results only, so that two runs
   with the same params write the same bytes;
 - `metrics/<stage>_timing.json`: the wall-clock figures, apart for that reason.
@@ -25,7 +30,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +78,13 @@ def batch_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
     preds = xb.sigmoid()
     correct = (preds > 0.5) == yb
     return correct.float().mean()
+
+
+def digit_accuracy(xb: Tensor, yb: Tensor) -> Tensor:
+    """`batch_accuracy` on ten digits: xb are the outputs [N, 10], yb the digits [N]. The
+    prediction is the digit with the largest output (softmax keeps the order, so no need
+    to take it)."""
+    return (xb.argmax(dim=1) == yb).float().mean()
 
 
 def calc_grad(xb: Tensor, yb: Tensor, model: Callable[[Tensor], Tensor],
@@ -142,11 +154,17 @@ def train_epoch(model: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tenso
 
 @dataclass(frozen=True)
 class Validation:
-    """What a model's `validate_epoch` returns for the whole validation set."""
+    """What a model's `validate_epoch` returns for the whole validation set: `prob3` for the
+    chapter's 3s and 7s, `probs` for ten digits."""
 
     loss: float
-    preds: Tensor  # float [N]: the output before the sigmoid (a logit for the 3)
-    prob3: Tensor  # float [N]: the probability that each digit is a 3
+    preds: Tensor  # the outputs: float [N] before the sigmoid (a logit for the 3), or [N, 10]
+    prob3: Tensor | None = None  # float [N]: the probability that each digit is a 3
+    probs: Tensor | None = None  # float [N, 10]: each digit's softmax
+
+    def cpu(self) -> Validation:
+        return Validation(self.loss, *(None if t is None else t.cpu()
+                                       for t in (self.preds, self.prob3, self.probs)))
 
 
 @dataclass
@@ -162,10 +180,11 @@ class Fit:
 
 
 def train_model(train_epoch: Callable[[int], Epoch], validate_epoch: Callable[[], Validation],
-                *, epochs: int, valid_y: Tensor, name: str) -> Fit:
+                *, epochs: int, valid_y: Tensor, name: str,
+                accuracy: Callable[[Tensor, Tensor], Tensor] = batch_accuracy) -> Fit:
     """The book's `train_model`: `epochs` times, train one epoch, then validate it.
 
-    Each epoch adds a history row (losses and accuracy, no seconds: those go to the timing
+    Each epoch adds a history row (losses and `accuracy`, no seconds: those go to the timing
     file) and, when the optimizer's schedule sets the learning rate, a row per step. A loss
     that is no longer finite stops the stage with a hint.
     """
@@ -176,7 +195,7 @@ def train_model(train_epoch: Callable[[int], Epoch], validate_epoch: Callable[[]
         seconds = clock.lap()
         row = {"epoch": epoch, "train_loss": round(ep.loss(), 6),
                "valid_loss": round(valid.loss, 6),
-               "valid_accuracy": round(batch_accuracy(valid.preds, valid_y).item(), 6)}
+               "valid_accuracy": round(accuracy(valid.preds, valid_y).item(), 6)}
         if not math.isfinite(row["train_loss"]):
             raise PipelineError(f"{name} diverged in epoch {epoch} (loss {row['train_loss']}); "
                                 f"lower {name}.lr in params.yaml")
@@ -190,7 +209,7 @@ def train_model(train_epoch: Callable[[int], Epoch], validate_epoch: Callable[[]
                  seconds)
         out.history.append(row)
         out.images += ep.images
-        out.last = Validation(valid.loss, valid.preds.cpu(), valid.prob3.cpu())
+        out.last = valid.cpu()
     out.epoch_seconds = [round(s, 3) for s in clock.marks]
     out.train_seconds = clock.elapsed
     return out
@@ -205,6 +224,15 @@ def accuracy_by_class(preds: Tensor, y: Tensor) -> dict[str, float]:
         "accuracy_3": round(batch_accuracy(preds[threes], y[threes]).item(), 6),
         "accuracy_7": round(batch_accuracy(preds[~threes], y[~threes]).item(), 6),
     }
+
+
+def digit_accuracies(pred: Tensor, y: Tensor, classes: int = 10) -> dict[str, float]:
+    """The share of right answers overall and among each digit's images (`accuracy_0` is the
+    share of the 0s taken for a 0); pred and y are digits [N]. Every digit has images: the
+    stack stage refuses an empty class folder."""
+    right = (pred == y).float()
+    return {"accuracy": round(right.mean().item(), 6),
+            **{f"accuracy_{d}": round(right[y == d].mean().item(), 6) for d in range(classes)}}
 
 
 @dataclass
@@ -232,17 +260,37 @@ class StageResult:
 
     state: Mapping[str, Tensor]  # the checkpoint
     card: Mapping  # the model card: architecture, how inputs are prepared, the params
-    predictions: Mapping[str, Tensor]  # prob3 [N_valid], and whatever else the method scores
+    predictions: Mapping[str, Tensor]  # prob3 [N_valid] (ten digits: pred, probs), and the rest
     metrics: Mapping[str, float | int]  # results only: accuracies and losses
     history: list[dict[str, object]]  # one row per epoch, results only
     timing: Mapping[str, object]  # wall-clock figures
     steps: list[dict[str, object]] = field(default_factory=list)  # one row per step, if any
 
 
-def model_card(name: str, *, arch: Mapping, input: Mapping, params: Mapping) -> dict:
-    """The JSON beside a checkpoint; `params` are the validated sections the stage read."""
-    return {"model": name, "arch": arch, "input": input,
+def model_card(name: str, *, arch: Mapping, input: Mapping, params: Mapping,
+               labels: Sequence[str] | None = None) -> dict:
+    """The JSON beside a checkpoint; `params` are the validated sections the stage read.
+
+    A ten-digit model's card adds `labels`, what each output stands for ("0" ... "9"); the
+    chapter's cards have none (their one output is the 3), so they stay as they were.
+    """
+    card = {"model": name, "arch": arch, "input": input,
             "params": {k: v.model_dump() for k, v in params.items()}}
+    if labels is not None:
+        card["labels"] = list(labels)
+    return card
+
+
+def card_labels(card: Mapping) -> list[str] | None:
+    """A card's `labels` (a ten-digit model), None for a chapter card; anything else fails."""
+    if "labels" not in card:
+        return None
+    labels = card["labels"]
+    if not (isinstance(labels, list) and len(labels) >= 2
+            and all(isinstance(x, str) for x in labels)):
+        raise PipelineError(f"{card.get('model')} model card: labels must be a list of at "
+                            f"least two names, one per output (got {labels!r})")
+    return labels
 
 
 def timing_record(clock: Clock, *, train_seconds: float, images: int, epoch_seconds: list,
@@ -259,16 +307,23 @@ def timing_record(clock: Clock, *, train_seconds: float, images: int, epoch_seco
 
 def trained_result(run: Fit, *, state: Mapping[str, Tensor], card: Mapping, valid_y: Tensor,
                    clock: Clock, device: torch.device) -> StageResult:
-    """The StageResult of a model that `train_model` trained; valid_y is [N] (1 = a 3)."""
-    last = run.history[-1]
+    """The StageResult of a model that `train_model` trained; valid_y is [N] (1 = a 3, or
+    the digit when the model scored ten: its validation has `probs`)."""
+    last, valid_y = run.history[-1], valid_y.cpu()
+    if run.last.probs is None:  # the chapter's one output
+        scores, predictions = accuracy_by_class(run.last.preds, valid_y), {"prob3": run.last.prob3}
+    else:
+        pred = run.last.preds.argmax(dim=1)  # int64 [N]: the digit each image is taken for
+        scores = digit_accuracies(pred, valid_y, run.last.probs.shape[1])
+        predictions = {"pred": pred, "probs": run.last.probs}
     metrics = {
-        **accuracy_by_class(run.last.preds, valid_y.cpu()),
+        **scores,
         "train_loss": last["train_loss"],
         "valid_loss": last["valid_loss"],
         "epochs": len(run.history),
     }
     return StageResult(
-        state=state, card=card, predictions={"prob3": run.last.prob3},
+        state=state, card=card, predictions=predictions,
         metrics=dict(sorted(metrics.items())), history=run.history, steps=run.steps,
         timing=timing_record(clock, train_seconds=run.train_seconds, images=run.images,
                              epoch_seconds=run.epoch_seconds, device=device),
@@ -296,7 +351,7 @@ def save_results(paths: Paths, result: StageResult) -> None:
     """Write every output of a model stage, each one atomically; timing goes last."""
     save_tensors(paths.checkpoint, result.state)
     write_json(paths.model_card, result.card)
-    save_tensors(paths.predictions, {k: v.float() if k == "prob3" else v
+    save_tensors(paths.predictions, {k: v.float() if k in ("prob3", "probs") else v
                                      for k, v in result.predictions.items()})
     write_json(paths.metrics, dict(result.metrics))
     write_csv(paths.history, result.history)

@@ -178,9 +178,9 @@ def test_several_pictures_one_line_each_models_loaded_once(trained, predict, tmp
     loads = []
     real_load = predict_module.load_model
 
-    def counting(name, models_dir):
+    def counting(name, models_dir, dataset):
         loads.append(name)
-        return real_load(name, models_dir)
+        return real_load(name, models_dir, dataset)
 
     monkeypatch.setattr(predict_module, "load_model", counting)
     code, out, err = predict(one, folder, "--model", "linear", "--models-dir", models)
