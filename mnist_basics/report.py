@@ -330,13 +330,19 @@ def montage(tiles: np.ndarray, cols: int, gap: int = 2, fill: float = 255) -> np
     return out
 
 
-def history_chart(method: str, rows: Sequence[Mapping], book: float | None) -> Figure:
-    """Loss (train and validation) and validation accuracy per epoch."""
+LOSS_TITLES = {"mnist_loss": N_("%(method)s: mnist_loss per epoch"),  # the chapter's
+               "cross-entropy": N_("%(method)s: cross-entropy loss per epoch")}  # ten digits'
+
+
+def history_chart(method: str, rows: Sequence[Mapping], book: float | None, *,
+                  loss_name: str = "mnist_loss", target: float | None = None) -> Figure:
+    """Loss (train and validation) and validation accuracy per epoch, beside the book's
+    figure or a target."""
     epochs = [r["epoch"] for r in rows]
     fig, (loss, acc) = _canvas(9, 3.2, ncols=2)
     loss.plot(epochs, [r["train_loss"] for r in rows], marker=".", label=_("train"))
     loss.plot(epochs, [r["valid_loss"] for r in rows], marker=".", label=_("validation"))
-    loss.set(title=_("%(method)s: mnist_loss per epoch") % {"method": method},
+    loss.set(title=_(LOSS_TITLES[loss_name]) % {"method": method},
              xlabel=_("epoch"), ylabel=_("loss"))
     loss.legend()
     acc.plot(epochs, [r["valid_accuracy"] for r in rows], marker=".", color="C2",
@@ -344,6 +350,9 @@ def history_chart(method: str, rows: Sequence[Mapping], book: float | None) -> F
     if book:
         acc.axhline(book, color="grey", linestyle="--",
                     label=_("book (%(book)s)") % {"book": book})
+    if target is not None:
+        acc.axhline(target, color="#a1261b", linestyle="--",
+                    label=_("target (%(target)s)") % {"target": target})
     acc.set(title=_("%(method)s: validation accuracy per epoch") % {"method": method},
             xlabel=_("epoch"), ylabel=_("accuracy"))
     acc.legend(loc="lower right")

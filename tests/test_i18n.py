@@ -301,9 +301,15 @@ def english_words(text: str) -> set[str]:
 def test_no_english_is_left_on_the_estonian_page(pages, page):
     """Neither a sentence that was never made a message (its English words give it away)
     nor a message shown untranslated (its msgid's words are on the page)."""
-    et = PageText(pages["et"][page])
     figures = pages["et"]["figures"] if page == "html" else []
     assert figures or page == "empty"
+    assert_no_english(pages["et"][page], figures)
+
+
+def assert_no_english(html: str, figures: list[str]) -> None:
+    """An Estonian page (and its figures' texts) holds no English sentence and no message
+    left untranslated; the other pages' tests use it too."""
+    et = PageText(html)
     places = {"text": et.prose, "alt": et.labels, "figure": figures}
     english = [(where, " ".join(t.split())) for where, texts in places.items() for t in texts
                if english_words(t)]
