@@ -6,16 +6,20 @@
 #   snakemake --cores 4 --resources gpu=1      # run everything that is out of date
 #   snakemake -n                               # show what would run
 #   snakemake spread --cores 4 --resources gpu=1   # the seed spread and sweep (make spread)
+#   snakemake mnist --cores 4 --resources gpu=1    # the full MNIST (mnist/dvc.yaml)
+#
+# The default target builds each dataset that params.yaml `datasets` lists.
 
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the package, even when it isn't installed
 
 from mnist_basics import PipelineError, bridge
-from mnist_basics.params import load
-from mnist_basics.pipeline import (ACCURACY_CSV, METHODS, PARAMS, REPORT, SPREAD, SPREAD_CSV,
-                                   SPREAD_REPORT, STAGES, STEPS, SWEEP_CSV, history,
-                                   snakemake_inputs, spread_jobs)
+from mnist_basics.params import values
+from mnist_basics.pipeline import (DATASETS, METHODS, PARAMS, SAMPLE, SPREAD, SPREAD_CSV,
+                                   SPREAD_REPORT, STAGES_OF, SWEEP_CSV, accuracy_csv,
+                                   dataset_stages, dvcfile, history, report as page,
+                                   snakemake_inputs, spread_jobs, steps)
 
 
 configfile: PARAMS
@@ -24,24 +28,28 @@ configfile: PARAMS
 # Validate every section before anything runs, with the stages' own error messages; the
 # values, as the stages read them, are what dvc.lock's are compared with (bridge rule 2).
 try:
-    VALUES = {name: section.model_dump() for name, section in load(PARAMS, *config).items()}
+    VALUES = values(PARAMS)
 except PipelineError as e:
     raise WorkflowError(str(e)) from None
 
-LOCKS_OF = {"dvc.yaml": bridge.read_lock(), "spread/dvc.yaml": bridge.read_lock("spread/dvc.lock")}
+DVCFILES = [*map(dvcfile, DATASETS), "spread/dvc.yaml"]
+LOCKS_OF = {f: bridge.read_lock(f.replace(".yaml", ".lock")) for f in DVCFILES}
 SPREAD_JOBS = spread_jobs(VALUES)
-JOBS = [*STAGES, *SPREAD_JOBS]  # every concrete stage of both dvc.yaml files
+DATASET_STAGES = dataset_stages(DATASETS)
+JOBS = [*DATASET_STAGES, *SPREAD_JOBS]  # every concrete stage of every dvc.yaml file
 BY_RULE_JOB = {(j.rule, j.key): j for j in JOBS}
 
 # What `snakemake --report report.html` shows: output -> (caption, category, subcategory).
 CAPTIONS = {
-    REPORT: ("reports/captions/report.rst", "1. Report", None),
-    ACCURACY_CSV: ("reports/captions/accuracy.rst", "2. Accuracy", None),
+    page(): ("reports/captions/report.rst", "1. Report", None),
+    accuracy_csv(): ("reports/captions/accuracy.rst", "2. Accuracy", None),
     **{history(m): ("reports/captions/history.rst", "3. Training history", m) for m in METHODS},
-    STEPS: ("reports/captions/steps.rst", "3. Training history", "resnet18"),
+    steps(): ("reports/captions/steps.rst", "3. Training history", "resnet18"),
     SPREAD_REPORT: ("reports/captions/spread.rst", "4. Seed spread", None),
     SPREAD_CSV: ("reports/captions/spread_csv.rst", "4. Seed spread", None),
     SWEEP_CSV: ("reports/captions/spread_csv.rst", "4. Seed spread", None),
+    page("mnist"): ("reports/captions/mnist.rst", "5. Full MNIST", None),
+    accuracy_csv("mnist"): ("reports/captions/accuracy.rst", "5. Full MNIST", None),
 }
 
 
@@ -53,9 +61,17 @@ def declared(path):
 
 
 rule all:
-    # The default target: every stage's outputs, up to the report.
+    # The default target: every stage's outputs, up to the report, for each dataset that
+    # params.yaml `datasets` lists (the chapter's MNIST_SAMPLE unless you add mnist).
     default_target: True
-    input: [p for s in STAGES for p in s.all_outputs]
+    input: [p for s in dataset_stages(VALUES["datasets"]) for p in s.all_outputs]
+
+
+for dataset in DATASETS:
+    if dataset != SAMPLE:
+        rule:  # `snakemake mnist`: that dataset's stages, whatever `datasets` lists
+            name: dataset
+            input: [p for s in STAGES_OF[dataset] for p in s.all_outputs]
 
 
 rule spread:
@@ -78,7 +94,7 @@ def inputs(s):
     return of
 
 
-for s in [*STAGES, *SPREAD]:
+for s in [*DATASET_STAGES, *SPREAD]:
     rule:
         name: s.rule
         input: inputs(s)

@@ -2,6 +2,7 @@
 
     python -m mnist_basics predict my_digit.png --model resnet18
     python -m mnist_basics push          # make push: the artifacts to the DVC remote
+    python -m mnist_basics dvcfiles      # make repro: the dvc.yaml files of params.yaml datasets
 
 Each command lives in its own module, which provides `add_arguments(parser)` and `main(args)`;
 adding one is a line in COMMANDS. A user-fixable problem prints one `error: ...` line and
@@ -16,9 +17,10 @@ import importlib
 from mnist_basics import cli
 
 COMMANDS = {  # name -> (module, one-line help)
-    "predict": ("mnist_basics.predict", "classify your own image of a 3 or a 7"),
+    "predict": ("mnist_basics.predict", "classify your own image of a 3 or a 7, or of any digit"),
     "push": ("mnist_basics.remote", "send every artifact to the default DVC remote"),
     "pull": ("mnist_basics.remote", "get every artifact from the default DVC remote, checked"),
+    "dvcfiles": ("mnist_basics.params", "the dvc.yaml files of params.yaml `datasets`"),
 }
 
 

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mnist_basics.params import load_yaml
-from mnist_basics.pipeline import PARAMS, Stage
+from mnist_basics.pipeline import PARAMS, Stage, lookup
 
 BUSY = ("another DVC process (a `dvc repro`?) is working in this project; wait for it to "
         "finish, then run again")
@@ -56,8 +56,8 @@ def params_of(stage: Stage, params: Mapping[str, Mapping]) -> dict:
     under `params.yaml`."""
     out = {}
     for name in stage.params:
-        section, _, key = name.partition(".")
-        out[name] = params[section][key] if key else dict(params[section])
+        value = lookup(params, name)
+        out[name] = dict(value) if isinstance(value, Mapping) else value
     return out
 
 

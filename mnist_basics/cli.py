@@ -17,20 +17,38 @@ from pathlib import Path
 from typing import TypeVar
 
 from mnist_basics import PipelineError
-from mnist_basics.pipeline import BY_NAME, PARAMS, Stage
+from mnist_basics.pipeline import BY_NAME, DATASETS, PARAMS, SAMPLE, STAGES_OF, Stage
 
 T = TypeVar("T")
 log = logging.getLogger("mnist_basics")
 
 
-def parser(stage: str | Stage, description: str | None) -> argparse.ArgumentParser:
-    """The stage's flags: a chapter stage by name, or any Stage (those of spread/dvc.yaml)."""
-    s = BY_NAME[stage] if isinstance(stage, str) else stage
+def parser(stage: str | Stage, description: str | None,
+           argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The stage's flags: a stage by its script's name (`mlp` for stages/mlp.py), or any Stage
+    (those of spread/dvc.yaml).
+
+    A script that runs for several datasets takes `--dataset` (MNIST_SAMPLE by default), and
+    its paths default to that dataset's, so `python stages/mlp.py --dataset mnist` is the
+    command of mnist/dvc.yaml's stage.
+    """
+    of = {} if not isinstance(stage, str) else {
+        d: s for d in DATASETS for s in STAGES_OF[d] if Path(s.script).stem == stage}
+    datasets = list(of)
+    s = stage
+    if isinstance(stage, str):
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--dataset", choices=datasets, default=datasets[0])
+        s = of[pre.parse_known_args(argv)[0].dataset]
     ap = argparse.ArgumentParser(
         prog=s.script,
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    if datasets and datasets != [SAMPLE]:  # the chapter's own stages need no --dataset
+        ap.add_argument("--dataset", choices=datasets, default=datasets[0],
+                        help="whose copy of the stage to run; sets every default path "
+                             "below (default: %(default)s)")
     if s.params:
         ap.add_argument(
             "--params",

@@ -11,6 +11,11 @@ default of a command-line flag (`python stages/mlp.py --help` lists them), so a 
 command is just `python stages/<name>.py`, and a test points any path elsewhere with
 `Stage.argv`.
 
+The full MNIST (all ten digits, the chapter's "further research") runs the same stages: each
+dataset of `DATASETS` gets its own copy of the chapter's stages from `chapter_stages`, its own
+paths and params sections, and its own dvc.yaml (`mnist/dvc.yaml`; Snakemake's rules
+`mnist_<stage>`). params.yaml `datasets` says which of them `make run` and `make repro` build.
+
 The seed spread and the sweep (`make spread`) are stages too, kept out of the chapter's
 run: `SPREAD` generates `spread/dvc.yaml`, where each trained method runs once per seed of
 params.yaml `spread.seeds` (DVC's `matrix`; Snakemake's `{seed}` wildcard), the sweep once
@@ -34,54 +39,100 @@ DVC_YAML = ROOT / "dvc.yaml"
 SPREAD_DVC_YAML = ROOT / "spread" / "dvc.yaml"
 PARAMS = "params.yaml"
 
+# -- Datasets --------------------------------------------------------------------------------
+# MNIST_SAMPLE is the chapter's: its stages, paths and params sections keep their plain names.
+# Any other dataset's stages live in <name>/dvc.yaml, write under their own names (data/<name>.*,
+# models/<name>/, metrics/<name>/, reports/<name>.html) and read params.yaml's <name>.* sections
+# (`train` and `report` are shared). mnist_basics/data.py holds each archive's layout.
+SAMPLE = "mnist_sample"
+DATASETS = (SAMPLE, "mnist")
+
+
+def _sub(dataset: str) -> str:
+    return "" if dataset == SAMPLE else f"{dataset}/"
+
+
+def section(name: str, dataset: str = SAMPLE) -> str:
+    """The params.yaml section a dataset's stage reads: `linear`, `mnist.linear`."""
+    return name if dataset == SAMPLE or name in ("train", "report") else f"{dataset}.{name}"
+
+
+def dvcfile(dataset: str) -> str:
+    return f"{_sub(dataset)}dvc.yaml"
+
+
 # -- Artifacts -------------------------------------------------------------------------------
 # The verified archive, kept whole and re-packed canonically: the stack stage reads its PNGs
 # without extracting them, and any faithful copy of the source gives the same bytes.
-ARCHIVE = "data/mnist_sample.tgz"
-TENSORS = "data/mnist_sample.safetensors"  # train_x, train_y, valid_x, valid_y (uint8)
-COUNTS = "data/counts.json"  # images per split and class
+def archive(dataset: str = SAMPLE) -> str:
+    return f"data/{dataset}.tgz"
+
+
+def tensors(dataset: str = SAMPLE) -> str:
+    """train_x, train_y, valid_x, valid_y (uint8)."""
+    return f"data/{dataset}.safetensors"
+
+
+def counts(dataset: str = SAMPLE) -> str:
+    """Images per split and class."""
+    return "data/counts.json" if dataset == SAMPLE else f"data/{dataset}_counts.json"
+
+
+def report(dataset: str = SAMPLE) -> str:
+    return "reports/index.html" if dataset == SAMPLE else f"reports/{dataset}.html"
+
+
+def accuracy_csv(dataset: str = SAMPLE) -> str:
+    return "reports/accuracy.csv" if dataset == SAMPLE else f"reports/{dataset}_accuracy.csv"
+
+
+ARCHIVE, TENSORS, COUNTS = archive(), tensors(), counts()
 
 METHODS = ("pixel_mean", "linear", "mlp", "resnet18")
 TRAINED = ("linear", "mlp", "resnet18")  # the methods that train, on a GPU when there is one
 
 
-def checkpoint(name: str) -> str:
-    return f"models/{name}.safetensors"
+def checkpoint(name: str, dataset: str = SAMPLE) -> str:
+    return f"models/{_sub(dataset)}{name}.safetensors"
 
 
-def model_card(name: str) -> str:
+def model_card(name: str, dataset: str = SAMPLE) -> str:
     """The JSON beside a checkpoint: architecture and the params it was trained with."""
-    return f"models/{name}.json"
+    return f"models/{_sub(dataset)}{name}.json"
 
 
-def predictions(name: str) -> str:
+def predictions(name: str, dataset: str = SAMPLE) -> str:
     """Each method's verdict on every validation digit, for the report's mistakes and confusion."""
-    return f"models/{name}_valid.safetensors"
+    return f"models/{_sub(dataset)}{name}_valid.safetensors"
 
 
-def metrics(name: str) -> str:
+def metrics(name: str, dataset: str = SAMPLE) -> str:
     """Results only (accuracies, losses): equal params give equal bytes."""
-    return f"metrics/{name}.json"
+    return f"metrics/{_sub(dataset)}{name}.json"
 
 
-def history(name: str) -> str:
+def history(name: str, dataset: str = SAMPLE) -> str:
     """One row per epoch, results only, like the metrics."""
-    return f"metrics/{name}_history.csv"
+    return f"metrics/{_sub(dataset)}{name}_history.csv"
 
 
-def timing(name: str) -> str:
+def timing(name: str, dataset: str = SAMPLE) -> str:
     """Wall-clock figures: the one file of a stage that differs between two identical runs."""
-    return f"metrics/{name}_timing.json"
+    return f"metrics/{_sub(dataset)}{name}_timing.json"
 
 
-STEPS = "metrics/resnet18_steps.csv"  # per-step loss and learning rate of the one-cycle run
+def steps(dataset: str = SAMPLE) -> str:
+    """Per-step loss and learning rate of resnet18's one-cycle run."""
+    return f"metrics/{_sub(dataset)}resnet18_steps.csv"
+
+
+STEPS = steps()
 SGD_EXAMPLE = {  # the chapter's SGD walk-through and its small examples
     "tensors": "data/sgd_example.safetensors",  # time, speed, params/preds/loss per step, curves
     "metrics": "metrics/sgd_example.json",
     "steps": "metrics/sgd_example.csv",  # the loss and a, b, c at every step
 }
-REPORT = "reports/index.html"
-ACCURACY_CSV = "reports/accuracy.csv"
+REPORT, ACCURACY_CSV = report(), accuracy_csv()
 
 # The spread's results: one small JSON per run, kept in git like the metrics ({seed} and
 # {value} are the runs' matrix keys), and the page and tables that gather them.
@@ -104,7 +155,7 @@ SPREAD_METRICS = "metrics/spread.json"  # mean, sd, min, max per method and per 
 
 # Outputs that hold this run's wall-clock figures (the page shows when it was written and the
 # seconds): the only outputs that two runs with the same params and code write differently.
-WALL_CLOCK = (*(timing(m) for m in METHODS), REPORT)
+WALL_CLOCK = (*(timing(m, d) for d in DATASETS for m in METHODS), *map(report, DATASETS))
 
 # The shared code each stage imports; editing a module reruns exactly the stages listed here.
 # tests/test_engines.py checks the lists against what each stage script really imports.
@@ -149,6 +200,7 @@ class Stage:
     # input flag -> the matrix stages whose outputs that folder holds: DVC depends on the
     # folder, Snakemake on each file.
     gathers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    dataset: str = SAMPLE  # the dataset whose copy of the stage this is (`--dataset`)
 
     @property
     def script(self) -> str:
@@ -192,7 +244,9 @@ class Stage:
         hold a matrix key."""
         templated = [f"--{flag.replace('_', '-')} {path}" for flag, path in self.files.items()
                      if "{" in path]
-        return " ".join([f"python {self.script}", *filter(None, [self.args]), *templated])
+        dataset = f"--dataset {self.dataset}" if self.dataset != SAMPLE else ""
+        return " ".join([f"python {self.script}", *filter(None, [dataset, self.args]),
+                         *templated])
 
     def argv(self, *, python: str = sys.executable, root: str | Path = ROOT,
              under: str | Path | None = None, params: str | Path | None = None,
@@ -200,6 +254,8 @@ class Stage:
         """The command with explicit paths, for tests and benchmarks: the script under `root`,
         `paths` by flag name, every other path `under` a folder, another params file."""
         out = [python, str(Path(root) / self.script)]
+        if self.dataset != SAMPLE:
+            out += ["--dataset", self.dataset]
         if params is not None:
             out += ["--params", str(params)]
         for flag, path in self.files.items():
@@ -220,7 +276,9 @@ class Stage:
         combos: list[dict] = [{}]
         for key, source in self.matrix.items():
             combos = [{**c, key: v} for c in combos for v in lookup(params, source)]
-        args = self.cmd.removeprefix(f"python {self.script}").strip()  # the paths with keys too
+        args = " ".join(filter(None, [self.args, *(  # the paths with keys too
+            f"--{flag.replace('_', '-')} {path}" for flag, path in self.files.items()
+            if "{" in path)]))
         return [self._concrete(c, params, args) for c in combos]
 
     def _concrete(self, values: dict, params: dict, args: str) -> Stage:
@@ -254,64 +312,92 @@ def fill_placeholders(text: str, value) -> str:
     return PLACEHOLDER.sub(lambda m: str(value(m.group(1))), text)
 
 
-def _method_stage(name: str, *, extra_plots: dict[str, str] | None = None) -> Stage:
-    trains = name in TRAINED
-    axes = {history(name): ("epoch", "valid_accuracy")}
-    if name == "resnet18":
-        axes[STEPS] = ("step", "lr")
-    return Stage(
-        name=name,
-        inputs={"tensors": TENSORS},
-        outputs={
-            "checkpoint": checkpoint(name),
-            "model_card": model_card(name),
-            "predictions": predictions(name),
-            "timing": timing(name),
-        },
-        metrics={"metrics": metrics(name)},
-        plots={"history": history(name), **(extra_plots or {})},
-        code=[*TRAINING, *([PARAMS_CODE] if trains else []), MODEL_CODE[name]],
-        params=["train", name] if trains else [],
-        gpu=trains,
-        # The small models run fastest on one thread; resnet18 uses every core it is given.
-        multicore=name == "resnet18",
-        plot_axes=axes,
+def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
+    """The chapter's stages for one dataset. MNIST_SAMPLE's are the chapter itself; another
+    dataset runs the same stages but the chapter's small examples (sgd_example, nn_linear),
+    which are about 3s and 7s, each under its own paths, params sections and dvc.yaml."""
+    chapter = dataset == SAMPLE
+    common = {"dataset": dataset, "dvcfile": dvcfile(dataset)}
+
+    def method(name: str) -> Stage:
+        trains = name in TRAINED
+        axes = {history(name, dataset): ("epoch", "valid_accuracy")}
+        plots = {"history": history(name, dataset)}
+        if name == "resnet18":
+            plots["steps"] = steps(dataset)
+            axes[steps(dataset)] = ("step", "lr")
+        return Stage(
+            name=name,
+            inputs={"tensors": tensors(dataset)},
+            outputs={
+                "checkpoint": checkpoint(name, dataset),
+                "model_card": model_card(name, dataset),
+                "predictions": predictions(name, dataset),
+                "timing": timing(name, dataset),
+            },
+            metrics={"metrics": metrics(name, dataset)},
+            plots=plots,
+            code=[*TRAINING, *([PARAMS_CODE] if trains else []), MODEL_CODE[name]],
+            params=[section("train"), section(name, dataset)] if trains else [],
+            gpu=trains,
+            # The small models run fastest on one thread; resnet18 uses every core it is given.
+            multicore=name == "resnet18",
+            plot_axes=axes,
+            **common,
+        )
+
+    download = Stage(
+        name="download",
+        outputs={"out": archive(dataset)},
+        code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/download.py"],
+        params=[section("data", dataset)],
+        **common,
     )
-
-
-_DOWNLOAD = Stage(
-    name="download",
-    outputs={"out": ARCHIVE},
-    code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/download.py"],
-    params=["data"],
-)
-_STACK = Stage(
-    name="stack",
-    inputs={"archive": ARCHIVE},
-    outputs={"tensors": TENSORS, "counts": COUNTS},
-    code=[*CORE, "mnist_basics/data.py"],
-)
-_SGD_EXAMPLE = Stage(
-    name="sgd_example",
-    outputs={"tensors": SGD_EXAMPLE["tensors"]},
-    metrics={"metrics": SGD_EXAMPLE["metrics"]},
-    plots={"steps": SGD_EXAMPLE["steps"]},
-    code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py", "mnist_basics/sgd_example.py"],
-    params=["sgd_example"],
-    plot_axes={SGD_EXAMPLE["steps"]: ("step", "loss")},
-)
-_NN_LINEAR = Stage(
-    name="nn_linear",
-    inputs={"tensors": TENSORS},
-    metrics={"metrics": metrics("nn_linear")},
-    plots={"history": history("nn_linear")},
-    code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py"],
-    params=["train", "linear"],
-    gpu=True,
-    plot_axes={history("nn_linear"): ("epoch", "basic_optim")},
-)
-_METHODS = [_method_stage("pixel_mean"), _method_stage("linear"), _method_stage("mlp"),
-            _method_stage("resnet18", extra_plots={"steps": STEPS})]
+    stack = Stage(
+        name="stack",
+        inputs={"archive": archive(dataset)},
+        outputs={"tensors": tensors(dataset), "counts": counts(dataset)},
+        code=[*CORE, "mnist_basics/data.py"],
+        **common,
+    )
+    methods = [method(m) for m in METHODS]
+    if not chapter:
+        return [download, stack, *methods, _digits_report(dataset, methods)]
+    sgd_example = Stage(
+        name="sgd_example",
+        outputs={"tensors": SGD_EXAMPLE["tensors"]},
+        metrics={"metrics": SGD_EXAMPLE["metrics"]},
+        plots={"steps": SGD_EXAMPLE["steps"]},
+        code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py", "mnist_basics/sgd_example.py"],
+        params=["sgd_example"],
+        plot_axes={SGD_EXAMPLE["steps"]: ("step", "loss")},
+    )
+    nn_linear = Stage(
+        name="nn_linear",
+        inputs={"tensors": TENSORS},
+        metrics={"metrics": metrics("nn_linear")},
+        plots={"history": history("nn_linear")},
+        code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py"],
+        params=["train", "linear"],
+        gpu=True,
+        plot_axes={history("nn_linear"): ("epoch", "basic_optim")},
+    )
+    made = [download, stack, sgd_example, *methods, nn_linear]
+    return [*made, Stage(
+        name="report",
+        # Every output of every stage: the page hashes each file it lists, so its
+        # reproducibility table is this run's under either engine.
+        inputs={report_flag(s.name, flag): path
+                for s in made for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
+        outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
+        code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
+              "mnist_basics/i18n.py", "mnist_basics/try_it.py",
+              "mnist_basics/templates/report.html.j2", "mnist_basics/templates/try_it.html.j2",
+              "mnist_basics/templates/prepare.js", "mnist_basics/templates/page.css",
+              "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
+        # Every section of the chapter: the page lists each of their values.
+        params=["data", "sgd_example", "train", *TRAINED, "report", "spread", "sweep"],
+    )]
 
 
 def report_flag(stage: str, flag: str) -> str:
@@ -319,31 +405,37 @@ def report_flag(stage: str, flag: str) -> str:
     return f"{stage}_{flag}"
 
 
-STAGES: list[Stage] = [
-    _DOWNLOAD,
-    _STACK,
-    _SGD_EXAMPLE,
-    *_METHODS,
-    _NN_LINEAR,
-    Stage(
+def _digits_report(dataset: str, methods: list[Stage]) -> Stage:
+    """The ten digits' page: every method's outputs, beside the chapter's own figures."""
+    return Stage(
         name="report",
-        # Every output of every stage: the page hashes each file it lists, so its
-        # reproducibility table is this run's under either engine.
-        inputs={report_flag(s.name, flag): path
-                for s in (_DOWNLOAD, _STACK, _SGD_EXAMPLE, *_METHODS, _NN_LINEAR)
-                for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
-        outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
+        script_name="digits_report",
+        dataset=dataset,
+        dvcfile=dvcfile(dataset),
+        inputs={"tensors": tensors(dataset), "counts": counts(dataset),
+                **{report_flag(s.name, flag): path for s in methods
+                   for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
+                **{report_flag(f"sample_{m}", "metrics"): metrics(m) for m in METHODS}},
+        outputs={"out": report(dataset), "accuracy_csv": accuracy_csv(dataset)},
         code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
-              "mnist_basics/i18n.py", "mnist_basics/try_it.py",
-              "mnist_basics/templates/report.html.j2", "mnist_basics/templates/try_it.html.j2",
-              "mnist_basics/templates/prepare.js", "mnist_basics/templates/page.css",
+              "mnist_basics/i18n.py", "mnist_basics/try_it.py", "mnist_basics/digits_report.py",
+              "mnist_basics/templates/digits.html.j2", "mnist_basics/templates/page.css",
               "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
-        # Every section: the page lists every value of params.yaml.
-        params=["data", "sgd_example", "train", *TRAINED, "report", "spread", "sweep"],
-    ),
-]
+        params=[section(s, dataset) for s in ("data", "train", *TRAINED, "report")],
+    )
 
+
+STAGES: list[Stage] = chapter_stages()
+STAGES_OF: dict[str, list[Stage]] = {d: chapter_stages(d) for d in DATASETS}
+STAGES_OF[SAMPLE] = STAGES
+MNIST_STAGES = STAGES_OF["mnist"]
 BY_NAME = {s.name: s for s in STAGES}
+BY_DATASET = {d: {s.name: s for s in stages} for d, stages in STAGES_OF.items()}
+
+
+def dataset_stages(datasets) -> list[Stage]:
+    """The stages of these datasets (params.yaml `datasets`), in the order of DATASETS."""
+    return [s for d in DATASETS if d in datasets for s in STAGES_OF[d]]
 
 # -- The spread: `make spread` (spread/dvc.yaml), never part of `make run` ---------------------
 SPREAD_CODE = [*TRAINING, PARAMS_CODE, "mnist_basics/models.py", "mnist_basics/resnet.py"]
@@ -473,6 +565,19 @@ def render_dvc_yaml() -> str:
     return HEADER + body
 
 
+DATASET_HEADER = """\
+# GENERATED from mnist_basics/pipeline.py (chapter_stages) by `make dvc.yaml`: edit that file.
+# The chapter's stages on the {dataset} dataset: `dvc repro {dvcfile}`, or list {dataset} in
+# params.yaml `datasets`. Paths are relative to the project root (wdir).
+"""
+
+
+def render_dataset_dvc_yaml(dataset: str) -> str:
+    body = yaml.safe_dump({"stages": dvc_stages(STAGES_OF[dataset])}, sort_keys=False,
+                          width=1000)
+    return DATASET_HEADER.format(dataset=dataset, dvcfile=dvcfile(dataset)) + body
+
+
 def render_spread_dvc_yaml() -> str:
     body = yaml.safe_dump({"vars": ["../" + PARAMS], "stages": dvc_stages(SPREAD)},
                           sort_keys=False, width=1000)
@@ -501,8 +606,10 @@ def generated_file_main(argv: list[str] | None, files: dict[Path, object], targe
 
 
 def main(argv: list[str] | None = None) -> int:
-    return generated_file_main(argv, {DVC_YAML: render_dvc_yaml,
-                                      SPREAD_DVC_YAML: render_spread_dvc_yaml}, "dvc.yaml")
+    return generated_file_main(argv, {
+        DVC_YAML: render_dvc_yaml, SPREAD_DVC_YAML: render_spread_dvc_yaml,
+        **{ROOT / dvcfile(d): (lambda d=d: render_dataset_dvc_yaml(d))
+           for d in DATASETS if d != SAMPLE}}, "dvc.yaml")
 
 
 if __name__ == "__main__":

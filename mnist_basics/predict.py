@@ -2,16 +2,19 @@
 
     python -m mnist_basics predict my_digit.png --model resnet18
     3 (p=0.998)
+    python -m mnist_basics predict my_digit.png --dataset mnist   # any digit, 0-9
+    4 (p=0.991)
     python -m mnist_basics predict examples/ --model all
     examples/seven.png           pixel_mean 7 (p=0.575)  linear 7 (p=1.000)  mlp 7 (p=1.000) ...
     examples/seven_crossbar.png  pixel_mean 7 (p=0.573)  linear 7 (p=1.000)  mlp 7 (p=1.000) ...
 
-It prints the class and the model's probability for that class, one line per picture, after
-the picture's name when there are several; `--model all` puts every model side by side, and
-`--json` writes one JSON object per picture instead. A folder stands for the .png, .jpg and
-.jpeg files in it, by name. A picture that cannot be read, or that holds no digit, gets its
-own `error:` line on stderr; the others are still answered, and the exit status is 1. The
-models are loaded once, before any picture is read.
+`--dataset mnist` asks the models trained on the full MNIST (models/mnist/), which answer
+any digit 0-9. It prints the class and the model's probability for that class, one line per
+picture, after the picture's name when there are several; `--model all` puts every model
+side by side, and `--json` writes one JSON object per picture instead. A folder stands for
+the .png, .jpg and .jpeg files in it, by name. A picture that cannot be read, or that holds
+no digit, gets its own `error:` line on stderr; the others are still answered, and the exit
+status is 1. The models are loaded once, before any picture is read.
 
 Any PNG or JPEG works. Sizes are checked from the header before anything is decoded, EXIF
 orientation is applied, transparent parts count as white paper, and dark ink on light paper
@@ -40,7 +43,15 @@ import numpy as np
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import load_tensors, read_json, write_bytes
-from mnist_basics.pipeline import METHODS, MODEL_CODE, checkpoint, model_card
+from mnist_basics.pipeline import (
+    DATASETS,
+    METHODS,
+    MODEL_CODE,
+    SAMPLE,
+    checkpoint,
+    dvcfile,
+    model_card,
+)
 from mnist_basics.prepare import prepare, read_picture, short
 
 if TYPE_CHECKING:
@@ -53,14 +64,20 @@ BATCH = 256  # pictures per forward pass
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("images", type=Path, nargs="+", metavar="PICTURE",
-                    help="PNG or JPEG files of one handwritten 3 or 7 each, or folders of them")
+                    help="PNG or JPEG files of one handwritten 3 or 7 each (any digit with "
+                         "--dataset mnist), or folders of them")
     ap.add_argument("--model", default="resnet18", metavar="NAME",
                     help=f"one of {', '.join(METHODS)}, or all (default: %(default)s)")
-    ap.add_argument("--models-dir", type=Path, default=Path(checkpoint("x")).parent,
-                    help="where the stages wrote their checkpoints (default: %(default)s)")
+    ap.add_argument("--dataset", choices=DATASETS, default=SAMPLE,
+                    help="the models trained on which dataset: mnist_sample (3 or 7) or "
+                         "mnist (0-9) (default: %(default)s)")
+    ap.add_argument("--models-dir", type=Path,
+                    help="where the stages wrote their checkpoints (default: models/ for "
+                         "mnist_sample, models/mnist/ for mnist)")
     ap.add_argument("--json", action="store_true",
                     help="one JSON object per picture: file, each model's class, p and prob3 "
-                         "(show: the --show PNG), or file and error")
+                         "(probs, ten of them, with --dataset mnist; show: the --show PNG), "
+                         "or file and error")
     ap.add_argument("--show", type=Path, metavar="PATH",
                     help="write the 28x28 each model saw, enlarged: a PNG for one picture, "
                          "a folder of them for several")
@@ -68,7 +85,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> None:
     names = list(METHODS) if args.model == "all" else [args.model]
-    models = {name: load_model(name, args.models_dir) for name in names}  # once, up front
+    models_dir = args.models_dir or Path(checkpoint("x", args.dataset)).parent
+    models = {name: load_model(name, models_dir, args.dataset)  # once, up front
+              for name in names}
     answers = read_all(args.images)
     ok = [a for a in answers if a.error is None]
     named = len(args.images) > 1 or any(p.is_dir() for p in args.images)
@@ -86,7 +105,8 @@ def main(args: argparse.Namespace) -> None:
             print(f"error: {a.error}", file=sys.stderr, flush=True)
         elif args.json:
             record: dict[str, object] = {"file": str(a.path), "models": {
-                m: {"class": label(p), "p": round(confidence(p), 6), "prob3": p}
+                m: {"class": label(p), "p": round(confidence(p), 6),
+                    ("probs" if isinstance(p, list) else "prob3"): p}
                 for m, p in a.prob3.items()}}
             if a.shown is not None:
                 record["show"] = str(a.shown)
@@ -99,12 +119,13 @@ def main(args: argparse.Namespace) -> None:
 
 @dataclass
 class Answer:
-    """One picture: its 28x28 and each model's prob3, or why there are none."""
+    """One picture: its 28x28 and each model's prob3 (ten probabilities on the full MNIST),
+    or why there are none."""
 
     path: Path
     x: np.ndarray | None = None  # uint8 [28, 28]
     error: str | None = None
-    prob3: dict[str, float] = field(default_factory=dict)
+    prob3: dict[str, float | list[float]] = field(default_factory=dict)
     shown: Path | None = None  # where --show wrote its 28x28
 
 
@@ -138,12 +159,17 @@ def classify(models: dict[str, Callable[[Tensor], Tensor]], answers: list[Answer
                     a.prob3[name] = p
 
 
-def label(prob3: float) -> int:
+def label(prob3: float | list[float]) -> int:
+    """3 or 7 from the probability of a 3; the likeliest digit from ten probabilities."""
+    if isinstance(prob3, list):
+        return max(range(len(prob3)), key=prob3.__getitem__)
     return 3 if prob3 > 0.5 else 7
 
 
-def confidence(prob3: float) -> float:
+def confidence(prob3: float | list[float]) -> float:
     """The probability of the class the model chose."""
+    if isinstance(prob3, list):
+        return max(prob3)
     return prob3 if prob3 > 0.5 else 1 - prob3
 
 
@@ -208,31 +234,40 @@ def enlarged_png(x: np.ndarray) -> bytes:
 
 
 # -- The model -------------------------------------------------------------------------------
-def load_model(name: str, models_dir: Path) -> Callable[[Tensor], Tensor]:
-    """The trained `name` from `models_dir`: uint8 [N, 28, 28] -> prob3 float [N]."""
+def load_model(name: str, models_dir: Path,
+               dataset: str = SAMPLE) -> Callable[[Tensor], Tensor]:
+    """The trained `name` from `models_dir`: uint8 [N, 28, 28] -> prob3 float [N], or on the
+    full MNIST the ten digits' probabilities, float [N, 10]."""
     if name not in METHODS:
         raise PipelineError(f"unknown model {name!r}; known models: {', '.join(METHODS)}")
     ckpt = models_dir / Path(checkpoint(name)).name
     card_path = models_dir / Path(model_card(name)).name
+    stage = name if dataset == SAMPLE else f"{dvcfile(dataset)}:{name}"
     for p in (ckpt, card_path):
         if not p.is_file():
             raise PipelineError(
-                f"{p}: not found; run stage {name} first "
-                f"(`snakemake {checkpoint(name)}` or `dvc repro {name}`)"
+                f"{p}: not found; run stage {stage} first "
+                f"(`snakemake {checkpoint(name, dataset)}` or `dvc repro {stage}`)"
             )
     card = read_json(card_path)
     found = card.get("model") if isinstance(card, dict) else None
     if found != name:
         raise PipelineError(
-            f"{card_path}: describes a {found!r} model, not {name!r}; rerun stage {name}"
+            f"{card_path}: describes a {found!r} model, not {name!r}; rerun stage {stage}"
         )
+    ten = "labels" in card  # a ten-digit model's card lists its labels; the chapter's has none
+    if ten != (dataset != SAMPLE):
+        trained = "ten digits" if ten else "3s and 7s"
+        other = SAMPLE if ten else "mnist"
+        raise PipelineError(f"{card_path}: a model of {trained}; pass --dataset {other} "
+                            f"(or --models-dir of a {dataset} model)")
     state = load_tensors(ckpt)  # safetensors only: a pickle is refused, never unpickled
     module = importlib.import_module(MODEL_CODE[name].removesuffix(".py").replace("/", "."))
     try:
         return module.load_predictor(state, card)
     except PipelineError as e:
-        raise PipelineError(f"{ckpt}: {short(e)}; rerun stage {name}") from None
+        raise PipelineError(f"{ckpt}: {short(e)}; rerun stage {stage}") from None
     except (KeyError, RuntimeError, ValueError, TypeError) as e:  # e.g. load_state_dict's
         raise PipelineError(
-            f"{ckpt}: not a {name} checkpoint ({short(e)}); rerun stage {name}"
+            f"{ckpt}: not a {name} checkpoint ({short(e)}); rerun stage {stage}"
         ) from None

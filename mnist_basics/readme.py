@@ -56,6 +56,27 @@ def spread_table(root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
+def mnist_table(root: Path = ROOT) -> str:
+    """Each method on ten digits (metrics/mnist/) beside its MNIST_SAMPLE figure, its target
+    and the published figures the full MNIST's page cites (digits_report)."""
+    from mnist_basics.digits_report import COMPARISONS, TARGETS
+    from mnist_basics.report import TITLES, row_source
+
+    lines = ["| method | ten digits | 3s and 7s | target | for comparison |",
+             "|---|---|---|---|---|"]
+    for key, title in TITLES.items():
+        method, prefix = row_source(key)
+        ten = json.loads((root / metrics(method, "mnist")).read_text())
+        two = json.loads((root / metrics(method)).read_text())
+        target, exactly = TARGETS[key]
+        others = "; ".join(f"{source}: {figure:g}" for figure, source in COMPARISONS.get(key, []))
+        lines.append(f"| {title} | {ten[f'{prefix}accuracy']:.4f} | "
+                     f"{two[f'{prefix}accuracy']:.4f} | "
+                     f"{f'{target:g} exactly' if exactly else f'≥ {target:.3f}'} | "
+                     f"{others or '—'} |")
+    return "\n".join(lines)
+
+
 def performance_table(bench: Path = BENCH) -> str:
     r = json.loads(bench.read_text())
     runs = "One run" if r["runs"] == 1 else f"Medians of {r['runs']} runs"
@@ -75,7 +96,8 @@ def performance_table(bench: Path = BENCH) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"results": results_table, "spread": spread_table, "performance": performance_table}
+TABLES = {"results": results_table, "spread": spread_table, "mnist": mnist_table,
+          "performance": performance_table}
 
 
 def render(text: str) -> str:

@@ -2,6 +2,7 @@
 
     python stages/download.py                                    # params.yaml data.url
     MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz python stages/download.py   # offline copy
+    MNIST_URL=/path/to/mnist_png.tgz python stages/download.py --dataset mnist  # full MNIST
 
 MNIST_SAMPLE_URL takes a path, a file:// URL or an http(s) URL. Without it, a valid copy at
 ~/.fastai/archive/mnist_sample.tgz is used before the network. The archive is accepted when
@@ -11,13 +12,14 @@ stage reads the PNGs straight from the archive.
 """
 
 from mnist_basics import cli, params
+from mnist_basics.data import LAYOUTS
 from mnist_basics.download import download
 
 
 def main() -> None:
     args = cli.parser("download", __doc__).parse_args()
-    data = params.load(args.params, "data")["data"]
-    download(data, args.out)
+    data = params.load_for(args.params, args.dataset, "data")["data"]
+    download(data, args.out, layout=LAYOUTS[args.dataset])
 
 
 if __name__ == "__main__":

@@ -4,20 +4,23 @@ weights [784, 1] and bias [1] start from `init_params` (torch.randn); each batch
 `linear1(xb) = xb@weights + bias` and `mnist_loss`, and `BasicOptim` takes a plain SGD step.
 Reads params sections `train` and `linear`.
 
+On the full MNIST (`--dataset mnist`) the same loop trains weights [784, 10] with a
+hand-written softmax and cross-entropy instead (params `mnist.linear`).
+
     python stages/linear.py                # every path defaults to the pipeline's
     python stages/linear.py --params my_params.yaml --metrics /tmp/linear.json
 """
 
 from mnist_basics import cli
 from mnist_basics.models import train_linear
-from mnist_basics.params import load
+from mnist_basics.params import load_for
 from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
     args = cli.parser("linear", __doc__).parse_args()
-    params = load(args.params, "train", "linear")
-    save_results(Paths.from_args(args), train_linear(params, args.tensors))
+    params = load_for(args.params, args.dataset, "train", "linear")
+    save_results(Paths.from_args(args), train_linear(params, args.tensors, args.dataset))
 
 
 if __name__ == "__main__":

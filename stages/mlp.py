@@ -4,20 +4,23 @@ The same loss, optimizer and batching as stage `linear`. The book trains it with
 `fit(40, 0.1)`; params.yaml sets the epochs, batch size, learning rate and hidden units.
 Reads params sections `train` and `mlp`.
 
+On the full MNIST (`--dataset mnist`) it is 784-30-ReLU-10 with a hand-written softmax and
+cross-entropy (params `mnist.mlp`).
+
     python stages/mlp.py                   # every path defaults to the pipeline's
     python stages/mlp.py --params my_params.yaml --metrics /tmp/mlp.json
 """
 
 from mnist_basics import cli
 from mnist_basics.models import train_mlp
-from mnist_basics.params import load
+from mnist_basics.params import load_for
 from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
     args = cli.parser("mlp", __doc__).parse_args()
-    params = load(args.params, "train", "mlp")
-    save_results(Paths.from_args(args), train_mlp(params, args.tensors))
+    params = load_for(args.params, args.dataset, "train", "mlp")
+    save_results(Paths.from_args(args), train_mlp(params, args.tensors, args.dataset))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ classifies the validation digits by L1 distance (the book's `mnist_distance`) an
 Writes the mean images as the checkpoint, the distances beside `prob3` in the predictions,
 and the book's accuracies (3s, 7s, their average) as metrics. It reads no params.
 
+On the full MNIST (`--dataset mnist`) there are ten means, one per digit.
+
     python stages/pixel_mean.py            # every path defaults to the pipeline's
 """
 
@@ -21,7 +23,7 @@ def main() -> None:
     clock = Clock()
     torch.set_num_threads(cli.cpu_threads("pixel_mean"))
     sample = load_sample(args.tensors)
-    save_results(Paths.from_args(args), pixel_mean_result(sample, clock))
+    save_results(Paths.from_args(args), pixel_mean_result(sample, clock, args.dataset))
 
 
 if __name__ == "__main__":

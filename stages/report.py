@@ -10,13 +10,14 @@ and `reports/accuracy.csv`. A stage that has not run yet gets a note instead of 
 
 from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
-from mnist_basics.params import SECTIONS, load
+from mnist_basics.params import load
+from mnist_basics.pipeline import BY_NAME
 from mnist_basics.report import Inputs, accuracy_rows, build, load_run, parser, render
 
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    params = load(args.params, *SECTIONS)  # every section: the page shows every param
+    params = load(args.params, *BY_NAME["report"].params)  # the page shows each of them
     run = load_run(Inputs.from_args(args), params)
     page = render(build(run))  # everything that can fail, before anything is written
     write_csv(args.accuracy_csv, accuracy_rows(run))

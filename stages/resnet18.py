@@ -6,20 +6,22 @@ bfloat16 autocast on channels_last tensors. Besides the outputs every training s
 `--steps` records the loss and learning rate of each optimizer step. Reads params sections
 `train` and `resnet18`; `mnist_basics/resnet.py` explains the choices.
 
+On the full MNIST (`--dataset mnist`) it has ten outputs (params `mnist.resnet18`).
+
     python stages/resnet18.py              # every path defaults to the pipeline's
     python stages/resnet18.py --params my_params.yaml --metrics /tmp/resnet18.json
 """
 
 from mnist_basics import cli
-from mnist_basics.params import load
+from mnist_basics.params import load_for
 from mnist_basics.resnet import train_resnet18
 from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
     args = cli.parser("resnet18", __doc__).parse_args()
-    params = load(args.params, "train", "resnet18")
-    save_results(Paths.from_args(args), train_resnet18(params, args.tensors))
+    params = load_for(args.params, args.dataset, "train", "resnet18")
+    save_results(Paths.from_args(args), train_resnet18(params, args.tensors, args.dataset))
 
 
 if __name__ == "__main__":

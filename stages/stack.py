@@ -9,16 +9,18 @@ valid_y [2038] (1 for a 3, 0 for a 7; 3s then 7s, each sorted by file name) as o
 safetensors file, and the images per split and class as JSON. A PNG that is truncated,
 corrupt, not 28x28 8-bit grayscale, or not a PNG at all stops the stage with its name, and
 nothing is written.
+
+On the full MNIST (`--dataset mnist`) it reads data/mnist.tgz: 70,000 digits labelled 0-9.
 """
 
 from mnist_basics import cli
 from mnist_basics.artifacts import save_tensors, write_json
-from mnist_basics.data import stack
+from mnist_basics.data import LAYOUTS, stack
 
 
 def main() -> None:
     args = cli.parser("stack", __doc__).parse_args()
-    tensors, counts = stack(args.archive)
+    tensors, counts = stack(args.archive, LAYOUTS[args.dataset])
     save_tensors(args.tensors, tensors)
     write_json(args.counts, counts)
     cli.log.info("stacked %s from %s into %s", counts, args.archive, args.tensors)

@@ -22,31 +22,36 @@ from urllib.parse import urlparse
 
 import yaml
 
-from mnist_basics.pipeline import BY_NAME
+from mnist_basics.pipeline import BY_DATASET, DATASETS, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 OUTPUT_DIRS = ("data", "models", "metrics")  # where the stages write; never copied
 GENERATED = ("dvc.lock", "reports/index.html", "reports/accuracy.csv", "spread/dvc.lock",
-             "reports/spread.html", "reports/spread.csv", "reports/sweep.csv")
-LOCKS = ("dvc.lock", "spread/dvc.lock")  # the committed record of the real data's runs
+             "reports/spread.html", "reports/spread.csv", "reports/sweep.csv", "mnist/dvc.lock",
+             "reports/mnist.html", "reports/mnist_accuracy.csv")
+# The committed record of the real data's runs.
+LOCKS = ("dvc.lock", "spread/dvc.lock", "mnist/dvc.lock")
 ENGINE_STATE = (".snakemake", "logs", ".dvc/cache", ".dvc/tmp")
 SNAKEMAKE = ("snakemake", "--cores", "4", "--resources", "gpu=1")
 # A whole run in seconds: project copies test the machinery, not the accuracy.
 FAST_PARAMS = {"linear": {"epochs": 3}, "mlp": {"epochs": 3},
                "resnet18": {"epochs": 1, "batch_size": 8},
                # two seeds and two values: a spread of 9 jobs
-               "spread": {"seeds": [0, 1]}, "sweep": {"values": [0.1, 0.3], "seeds": [0]}}
+               "spread": {"seeds": [0, 1]}, "sweep": {"values": [0.1, 0.3], "seeds": [0]},
+               "mnist": {"linear": {"epochs": 2}, "mlp": {"epochs": 2},
+                         "resnet18": {"epochs": 1, "batch_size": 8}}}
 
 
 # -- Data ------------------------------------------------------------------------------------
-def local_archive() -> Path | None:
-    """The real mnist_sample.tgz: MNIST_SAMPLE_URL (a path or file:// URL), or fastai's cache."""
-    url = os.environ.get("MNIST_SAMPLE_URL", "")
+def local_archive(env: str = "MNIST_SAMPLE_URL", name: str = "mnist_sample.tgz") -> Path | None:
+    """The real mnist_sample.tgz (or another archive): `env` (a path or file:// URL), or
+    fastai's cache."""
+    url = os.environ.get(env, "")
     candidates = []
     if url:
         candidates.append(Path(urlparse(url).path if url.startswith("file://") else url))
-    candidates.append(Path.home() / ".fastai/archive/mnist_sample.tgz")
+    candidates.append(Path.home() / ".fastai/archive" / name)
     return next((p for p in candidates if p.is_file()), None)
 
 
@@ -120,24 +125,34 @@ def make_tiny_archive(root: Path, **kw) -> tuple[Path, str, str]:
 
 
 # -- One stage -------------------------------------------------------------------------------
+def updated(values: dict, updates: dict) -> dict:
+    """`values` with `updates` merged in, nested sections (`mnist: {mlp: ...}`) key by key; a
+    list or a value replaces what was there."""
+    out = dict(values)
+    for key, new in updates.items():
+        old = out.get(key)
+        out[key] = updated(old, new) if isinstance(old, dict) and isinstance(new, dict) else new
+    return out
+
+
 def write_params(path: Path, **sections: dict) -> Path:
     """The project's params.yaml with some values replaced: write_params(p, mlp={"epochs": 2})."""
-    values = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, updates in sections.items():
-        values[name].update(updates)
+    values = updated(yaml.safe_load((ROOT / "params.yaml").read_text()), sections)
     path.write_text(yaml.safe_dump(values))
     return path
 
 
 def run_stage(name: str, *, under: Path | None = None, params: Path | None = None,
               threads: int | None = 1, cwd: Path | None = None, env: dict | None = None,
-              timeout: int = 600, **paths: Path) -> subprocess.CompletedProcess:
-    """Run stages/<name>.py as its engines do, with this checkout's package.
+              timeout: int = 600, dataset: str = SAMPLE,
+              **paths: Path) -> subprocess.CompletedProcess:
+    """Run stages/<name>.py as its engines do, with this checkout's package: the chapter's
+    stage, or another `dataset`'s copy of it.
 
     Paths given by flag name win; every other path of the stage lies `under` a folder (none:
     the defaults, relative to `cwd`). `threads` is what an engine would grant (None: no cap).
     """
-    argv = BY_NAME[name].argv(under=under, params=params, **paths)
+    argv = BY_DATASET[dataset][name].argv(under=under, params=params, **paths)
     run_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     run_env.pop("OMP_NUM_THREADS", None)
     if threads is not None:
@@ -167,9 +182,7 @@ def sh(*cmd, cwd=ROOT, env=None, check=True, timeout=600) -> subprocess.Complete
 def set_params(proj: Path, **sections: dict) -> None:
     """Update params.yaml in `proj`: set_params(p, mlp={"epochs": 2})."""
     path = proj / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in sections.items():
-        params[section].update(values)
+    params = updated(yaml.safe_load(path.read_text()), sections)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -220,11 +233,15 @@ def borrow_venv(proj: Path) -> None:
     (venv / ".installed").touch()
 
 
-def tiny_project(dest: Path, archive: tuple[Path, str, str], params: dict | None = None) -> Path:
-    """make_project, set to accept a tiny archive (by md5 and content digest), fast params."""
+def tiny_project(dest: Path, archive: tuple[Path, str, str], params: dict | None = None,
+                 digits: tuple[Path, str, str] | None = None) -> Path:
+    """make_project, set to accept a tiny archive (by md5 and content digest), fast params;
+    with `digits`, a tiny ten-digit archive for the full MNIST's stages too."""
     _, md5, digest = archive
-    return make_project(dest, params={"data": {"md5": md5, "content_digest": digest},
-                                      **FAST_PARAMS, **(params or {})})
+    accept = {"data": {"md5": md5, "content_digest": digest}}
+    if digits is not None:
+        accept["mnist"] = {"data": {"md5": digits[1], "content_digest": digits[2]}}
+    return make_project(dest, params=updated(updated(accept, FAST_PARAMS), params or {}))
 
 
 def clean_outputs(proj: Path) -> None:
@@ -246,7 +263,8 @@ def dvc_changed(proj: Path, env: dict | None = None, *targets: str) -> set[str]:
 
 def ran(log: str) -> set[str]:
     """The stages a Snakemake log or plan shows as jobs (not the target rules)."""
-    return set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - {"all", "spread"}  # targets
+    targets = {"all", "spread", *(d for d in DATASETS if d != SAMPLE)}
+    return set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - targets
 
 
 def snakemake_plan(proj: Path, env: dict | None = None, *targets: str) -> set[str] | str:

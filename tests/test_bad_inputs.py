@@ -36,7 +36,7 @@ import yaml
 from PIL import Image
 
 from mnist_basics.params import SECTIONS
-from mnist_basics.pipeline import BY_NAME, SPREAD_BY_NAME, STAGES
+from mnist_basics.pipeline import BY_NAME, DATASETS, SAMPLE, SPREAD_BY_NAME, STAGES_OF, Stage
 from tests import harness
 from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, write_params
 
@@ -316,18 +316,22 @@ def param_cases() -> list:
     return cases
 
 
-# The first stage that declares each section; the report reads every section, so it gets
-# every case too (and is the only reader of its own). The spread's sections are read by the
-# spread's page (stages/spread_report.py) first.
-READER = {section: next((s.name for s in STAGES if section in s.params and s.name != "report"),
-                        "report") for section in SECTIONS}
-READER |= {"spread": "spread_report", "sweep": "spread_report"}
-SCRIPTS = {**BY_NAME, "spread_report": SPREAD_BY_NAME["report"]}
+def readers(section: str) -> list[Stage]:
+    """The first stage that declares a section, then its dataset's page, which reads every
+    section of its dataset (and is the only reader of its own). The spread's sections are
+    read by the spread's page (stages/spread_report.py)."""
+    if section in ("spread", "sweep"):
+        return [SPREAD_BY_NAME["report"]]
+    of = [STAGES_OF[d] for d in DATASETS if any(section in s.params for s in STAGES_OF[d])]
+    first = next((s for s in of[0] if section in s.params and s.name != "report"), None)
+    # A shared section (train, report) reaches both datasets' pages.
+    pages = [s for stages in of for s in stages if s.name == "report"]
+    return [*([first] if first else []), *pages]
 
 
-def prepare_outputs(root: Path, stage: str) -> None:
+def prepare_outputs(root: Path, stage: Stage) -> None:
     """Stand-ins for a previous run's outputs at the stage's default paths (relative to root)."""
-    for path in SCRIPTS[stage].all_outputs:
+    for path in stage.all_outputs:
         p = root / path
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(f"previous {path}\n")
@@ -340,7 +344,10 @@ def run_stage(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     handler = signal.getsignal(signal.SIGTERM)
 
-    def go(stage: str, *args: str) -> tuple[int, str]:
+    def go(stage: str | Stage, *args: str) -> tuple[int, str]:
+        if isinstance(stage, Stage):  # its script, for its dataset
+            args = (*(["--dataset", stage.dataset] if stage.dataset != SAMPLE else []), *args)
+            stage = Path(stage.script).stem
         monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *args])
         try:
             runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")
@@ -357,17 +364,19 @@ def run_stage(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(("section", "change", "words"), param_cases())
 def test_bad_param_through_each_stage_that_reads_it(section, change, words, tmp_path, run_stage):
     values = committed()
+    into = values
+    for part in section.split("."):  # mnist.linear is values["mnist"]["linear"]
+        into = into[part]
     for key, value in change.items():
         if value == "MISSING":
-            del values[section][key]
+            del into[key]
         else:
-            values[section][key] = value
+            into[key] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
-    readers = dict.fromkeys((READER[section], "report"))
-    for stage in readers:
+    for stage in readers(section):
         prepare_outputs(tmp_path, stage)
     before = snapshot(tmp_path)
-    for stage in readers:
+    for stage in readers(section):
         line = the_error(*run_stage(stage))
         assert_says(line, "error: params.yaml: ", *words)
         assert snapshot(tmp_path) == before, stage
@@ -397,7 +406,7 @@ def test_bad_params_file_through_a_stage(case, tmp_path, run_stage):
     if case != "no params file":
         (tmp_path / "params.yaml").write_text(text if text is not None else
                                               yaml.safe_dump(values))
-    prepare_outputs(tmp_path, "mlp")
+    prepare_outputs(tmp_path, BY_NAME["mlp"])
     before = snapshot(tmp_path)
     assert_says(the_error(*run_stage("mlp")), "error: params.yaml", *words)
     assert snapshot(tmp_path) == before
@@ -406,7 +415,7 @@ def test_bad_params_file_through_a_stage(case, tmp_path, run_stage):
 def test_bad_param_through_a_real_process(tmp_path):
     """The same check as above in a process of its own, as an engine runs it."""
     params = write_params(tmp_path / "params.yaml", mlp={"epochs": 0})
-    prepare_outputs(tmp_path, "mlp")
+    prepare_outputs(tmp_path, BY_NAME["mlp"])
     before = snapshot(tmp_path)
     r = harness.run_stage("mlp", params=params, cwd=tmp_path, timeout=300)
     assert the_error(r.returncode, r.stderr) == (
@@ -509,7 +518,7 @@ def test_bad_checkpoint_through_the_report(case, trained, tmp_path):
     (tmp_path / "models").mkdir()
     marker = tmp_path / "pwned"
     bad_checkpoint(case, trained, tmp_path / "models", marker)
-    prepare_outputs(tmp_path, "report")
+    prepare_outputs(tmp_path, BY_NAME["report"])
     before = snapshot(tmp_path)
     r = harness.run_stage("report", cwd=tmp_path, timeout=300)  # every other input is absent
     assert_says(the_error(r.returncode, r.stderr), *CHECKPOINTS[case][1])

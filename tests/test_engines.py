@@ -16,7 +16,18 @@ import pytest
 import yaml
 
 from mnist_basics import bridge
-from mnist_basics.pipeline import BY_NAME, PARAMS, SPREAD, STAGES, WALL_CLOCK, render_dvc_yaml
+from mnist_basics.pipeline import (
+    BY_NAME,
+    DATASETS,
+    MNIST_STAGES,
+    PARAMS,
+    SPREAD,
+    STAGES,
+    STAGES_OF,
+    WALL_CLOCK,
+    dvcfile,
+    render_dvc_yaml,
+)
 from tests.harness import (
     ROOT,
     SNAKEMAKE,
@@ -42,6 +53,10 @@ def test_every_command_is_just_the_script():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert {name: d["cmd"] for name, d in dvc.items()} == {
         s.name: f"python stages/{s.name}.py" for s in STAGES}
+    # Another dataset's copy names its dataset, and that is all.
+    mnist = yaml.safe_load((ROOT / "mnist/dvc.yaml").read_text())["stages"]
+    assert {name: d["cmd"] for name, d in mnist.items()} == {
+        s.name: f"python {s.script} --dataset mnist" for s in MNIST_STAGES}
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +65,10 @@ def copy(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("view") / "proj", lock=True)
 
 
-def snakemake_view(cwd: Path) -> dict[str, dict]:
+def snakemake_view(cwd: Path, *targets: str) -> dict[str, dict]:
     """Every job of a forced dry run, as Snakemake prints it: input, output, shell command."""
-    out = sh(*SNAKEMAKE, "--forceall", "--dry-run", "--printshellcmds", cwd=cwd).stdout
+    out = sh(SNAKEMAKE[0], *targets, *SNAKEMAKE[1:], "--forceall", "--dry-run",
+             "--printshellcmds", cwd=cwd).stdout
     jobs: dict[str, dict] = {}
     for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", out):
         m = re.match(r"(?:local)?rule (\w+):\n", block)
@@ -69,8 +85,8 @@ def snakemake_view(cwd: Path) -> dict[str, dict]:
     return jobs
 
 
-def dvc_view(cwd: Path) -> dict[str, dict]:
-    """Every stage as DVC itself resolves dvc.yaml."""
+def dvc_view(cwd: Path, dvc_yaml: str = "dvc.yaml") -> dict[str, dict]:
+    """Every stage as DVC itself resolves one dvc.yaml."""
     from dvc.repo import Repo
 
     with Repo(str(cwd)) as repo:
@@ -81,23 +97,45 @@ def dvc_view(cwd: Path) -> dict[str, dict]:
                 "params": sorted(k for d in s.deps if hasattr(d, "params") for k in d.params),
                 "outs": [o.def_path for o in s.outs],
             }
-            for s in repo.index.stages if s.path_in_repo == "dvc.yaml"  # not spread/dvc.yaml
+            for s in repo.index.stages if s.path_in_repo == dvc_yaml
         }
 
 
-def test_both_engines_see_the_same_dag(copy):
-    snake, dvc = snakemake_view(copy), dvc_view(copy)
-    assert set(snake) - {"all"} == set(dvc) == {s.name for s in STAGES}
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_both_engines_see_the_same_dag(copy, dataset):
+    """Each dataset's stages, as DVC resolves its dvc.yaml and as Snakemake plans its target."""
+    target = "all" if dataset == "mnist_sample" else dataset
+    snake, dvc = snakemake_view(copy, target), dvc_view(copy, dvcfile(dataset))
+    stages = {s.name: s for s in STAGES_OF[dataset]}
+    rules = {s.rule for s in stages.values()}
+    # The full MNIST's page sets each figure beside the chapter's: those stages plan too.
+    assert rules <= set(snake) and set(snake) - {target} - rules <= {s.rule for s in STAGES}
+    assert set(dvc) == set(stages)
     for name, d in dvc.items():
-        j = snake[name]
-        assert j["shell"] == f"{d['cmd']} > logs/{name}.log 2>&1", name  # the log is Snakemake's
+        s = stages[name]
+        j = snake[s.rule]
+        assert j["shell"] == f"{d['cmd']} > logs/{s.rule}.log 2>&1", name  # Snakemake's log
         # With the committed dvc.lock every stage's params are as recorded: no params input.
         assert j["input"] == d["deps"], name
         assert j["output"] == d["outs"], name
-        assert ("gpu=1" in j["resources"]) == BY_NAME[name].gpu, name
-        assert d["params"] == sorted(BY_NAME[name].params), name
-    # The default target asks for every output, so one run builds the whole DAG.
-    assert set(snake["all"]["input"]) == {o for d in dvc.values() for o in d["outs"]}
+        assert ("gpu=1" in j["resources"]) == s.gpu, name
+        assert d["params"] == sorted(s.params), name
+    # The target asks for every output, so one run builds the whole DAG.
+    assert set(snake[target]["input"]) == {o for d in dvc.values() for o in d["outs"]}
+
+
+def test_the_default_target_builds_the_datasets_params_yaml_lists(tmp_path):
+    """`datasets` is the one place that says which datasets a plain run builds."""
+    proj = make_project(tmp_path / "proj", lock=True)
+    assert "all" in snakemake_view(proj) and not any(
+        j.startswith("mnist_") for j in snakemake_view(proj))
+    set_params(proj, datasets=["mnist_sample", "mnist"])
+    plan = snakemake_view(proj)
+    assert {s.rule for s in [*STAGES, *MNIST_STAGES]} <= set(plan)
+    assert set(plan["all"]["input"]) == {p for s in [*STAGES, *MNIST_STAGES]
+                                          for p in s.all_outputs}
+    made = sh("python", "-m", "mnist_basics", "dvcfiles", cwd=proj).stdout.split()
+    assert made == ["dvc.yaml", "mnist/dvc.yaml"]  # what `make repro` hands to `dvc repro`
 
 
 def test_a_stage_whose_params_differ_from_dvc_lock_reads_params_yaml_too(tmp_path):
@@ -114,10 +152,22 @@ def readers(section: str) -> set[str]:
 
 def test_params_changed_is_per_section():
     committed = yaml.safe_load((ROOT / "params.yaml").read_text())
-    lock = {s.name: {"params": {PARAMS: bridge.params_of(s, committed)}} for s in STAGES}
-    assert [s.name for s in STAGES if bridge.params_changed(s, committed, lock)] == []
+    both = [*STAGES, *MNIST_STAGES]
+    locks = {d: {s.name: {"params": {PARAMS: bridge.params_of(s, committed)}}
+                 for s in STAGES_OF[d]} for d in DATASETS}
+
+    def changed(params):
+        return [s.rule for s in both if bridge.params_changed(s, params, locks[s.dataset])]
+
+    assert changed(committed) == []
     edited = {**committed, "mlp": {**committed["mlp"], "lr": 0.05}}
-    assert [s.name for s in STAGES if bridge.params_changed(s, edited, lock)] == ["mlp", "report"]
+    assert changed(edited) == ["mlp", "report"]
+    # A param that only one dataset's stages read reruns only those.
+    mnist = committed["mnist"]
+    edited = {**committed, "mnist": {**mnist, "mlp": {**mnist["mlp"], "lr": 0.3}}}
+    assert changed(edited) == ["mnist_mlp", "mnist_report"]
+    edited = {**committed, "train": {**committed["train"], "seed": 1}}  # shared by both
+    assert changed(edited) == [s.rule for s in both if "train" in s.params]
     # Nothing recorded yet: every stage that reads params is out of date.
     assert [s.name for s in STAGES if bridge.params_changed(s, committed, {})] == [
         s.name for s in STAGES if s.params]
@@ -147,7 +197,7 @@ def module_file(module: str) -> str:
     return f"{rel}/__init__.py" if (ROOT / rel).is_dir() else f"{rel}.py"
 
 
-@pytest.mark.parametrize("stage", [*STAGES, *SPREAD], ids=lambda s: s.address)
+@pytest.mark.parametrize("stage", [*STAGES, *MNIST_STAGES, *SPREAD], ids=lambda s: s.address)
 def test_code_deps_are_exactly_what_the_stage_imports(stage):
     """Editing a module reruns every stage that uses it, and no other (spread/dvc.yaml's
     stages too)."""

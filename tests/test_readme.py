@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from tests.digits_archive import make_digits_archive
 from tests.harness import ROOT, borrow_venv, engine_env, sh, tiny_project
 
 # Commands another test runs, and why not here: each must still be in the README.
@@ -26,7 +27,8 @@ ELSEWHERE = {
     "dvc queue start -j 2": "likewise",
     "dvc queue stop": "likewise",
 }
-PLACEHOLDERS = ("/path/to/mnist_sample.tgz", "/tmp/mnist-basics-store")  # -> files of the test
+# -> files of the test
+PLACEHOLDERS = ("/path/to/mnist_sample.tgz", "/path/to/mnist_png.tgz", "/tmp/mnist-basics-store")
 
 
 def readme_commands() -> list[str]:
@@ -51,18 +53,20 @@ def test_commands_run_elsewhere_are_in_the_readme():
 
 @pytest.mark.slow
 def test_every_readme_command_works_as_printed(tmp_path, tiny_archive):
-    proj = tiny_project(tmp_path / "proj", tiny_archive)
+    digits = make_digits_archive(tmp_path / "digits")
+    proj = tiny_project(tmp_path / "proj", tiny_archive, digits=digits)
     borrow_venv(proj)
-    env = engine_env(MNIST_SAMPLE_URL=str(tiny_archive[0]))
+    env = engine_env(MNIST_SAMPLE_URL=str(tiny_archive[0]), MNIST_URL=str(digits[0]))
     commands = [c for c in readme_commands() if c not in ELSEWHERE]
     assert {"make run", "dvc repro", "snakemake --report report.html"} <= set(commands)
-    stand_ins = dict(zip(PLACEHOLDERS, (str(tiny_archive[0]), str(tmp_path / "store")),
-                         strict=True))
+    stand_ins = dict(zip(PLACEHOLDERS, (str(tiny_archive[0]), str(digits[0]),
+                                        str(tmp_path / "store")), strict=True))
     for cmd in commands:
         for placeholder, path in stand_ins.items():
             cmd = cmd.replace(placeholder, path)
         r = sh("bash", "-c", cmd, cwd=proj, env=env, check=False, timeout=900)
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert (proj / "reports/index.html").exists() and (proj / "report.html").exists()
+    assert (proj / "reports/mnist.html").exists()
     assert len(list((proj / "seen").glob("*.png"))) == 2  # predict --show, one per picture
     assert any((tmp_path / "store").rglob("*"))  # make push filled the remote

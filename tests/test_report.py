@@ -22,7 +22,7 @@ import yaml
 from safetensors.numpy import load_file
 
 from mnist_basics import PipelineError, pipeline, report
-from mnist_basics.params import SECTIONS, load
+from mnist_basics.params import load
 from mnist_basics.report import (
     BOOK,
     Inputs,
@@ -37,6 +37,8 @@ from mnist_basics.report import (
     render,
 )
 from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, run_stage, write_params
+
+CHAPTER = pipeline.BY_NAME["report"].params  # the sections the page lists, every one
 
 STAGE = pipeline.BY_NAME["report"]
 PAYLOAD = "<script>alert(1)</script>"
@@ -204,7 +206,7 @@ def report_args(root: Path | None) -> list[str]:
 def render_report(root: Path | None) -> tuple[str, list[dict]]:
     """What `stages/report.py` does, in this process: (the page, the CSV rows)."""
     args = parser(None).parse_args(report_args(root))
-    run = load_run(Inputs.from_args(args), load(args.params, *SECTIONS))
+    run = load_run(Inputs.from_args(args), load(args.params, *CHAPTER))
     return render(build(run, cwd=ROOT)), accuracy_rows(run)
 
 
@@ -362,9 +364,9 @@ def test_every_param_is_shown_and_html_in_a_param_is_text(artifacts):
     assert PAYLOAD not in html
     assert "https://example.com/&lt;script&gt;alert(1)&lt;/script&gt;" in html
     shown = {row[0]: row[1] for row in page.tables["params-data"] + sum(
-        (page.tables[f"params-{s}"] for s in SECTIONS if s != "data"), []) if len(row) == 2}
-    for section, values in params.items():
-        for key, value in values.items():
+        (page.tables[f"params-{s}"] for s in CHAPTER if s != "data"), []) if len(row) == 2}
+    for section in CHAPTER:
+        for key, value in params[section].items():
             assert f"{section}.{key}" in shown
             assert shown[f"{section}.{key}"] == str(value)
 
@@ -510,7 +512,7 @@ def test_git_state_tells_edits_from_wall_clock_figures(artifacts, tmp_path, monk
 
 def _inputs(root: Path) -> tuple[Inputs, dict]:
     args = parser(None).parse_args(report_args(root))
-    return Inputs.from_args(args), load(args.params, *SECTIONS)
+    return Inputs.from_args(args), load(args.params, *CHAPTER)
 
 
 def test_epochs_get_one_tick_each_up_to_ten():

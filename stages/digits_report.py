@@ -1,0 +1,30 @@
+"""Stage report of the full MNIST: the ten digits' page, beside the chapter's figures.
+
+Reads every output of mnist/dvc.yaml's stages and the chapter's metrics, and writes
+`reports/mnist.html` (self-contained, like the chapter's page) and `reports/mnist_accuracy.csv`:
+the ten mean digits, each method's confusion matrix and per-digit accuracy, the most-confused
+pairs with examples, and each figure beside its MNIST_SAMPLE one.
+
+    python stages/digits_report.py --dataset mnist      # every path defaults to the pipeline's
+"""
+
+from dataclasses import fields
+
+from mnist_basics import cli
+from mnist_basics.artifacts import write_csv, write_text
+from mnist_basics.digits_report import DigitsInputs, accuracy_rows, render_page
+from mnist_basics.params import load_for
+
+
+def main() -> None:
+    args = cli.parser("digits_report", __doc__).parse_args()
+    params = load_for(args.params, args.dataset, "data", "train", "linear", "mlp", "resnet18",
+                      "report")
+    inputs = DigitsInputs(**{f.name: getattr(args, f.name) for f in fields(DigitsInputs)})
+    page = render_page(inputs, params)  # everything that can fail, before anything is written
+    write_csv(args.accuracy_csv, accuracy_rows(inputs))
+    write_text(args.out, page)
+
+
+if __name__ == "__main__":
+    cli.run(main)
