@@ -23,6 +23,9 @@ Each run, in order:
 After the runs, `snakemake spread` (every job of spread/dvc.yaml: each trained method per
 seed, the sweep, the page) once per --spread value of --cores, the chapter's outputs in place
 and the spread's removed each time: its wall time and the speed-up over the first value.
+Then the full MNIST (`--mnist`, the default when MNIST_URL or fastai's cache has
+mnist_png.tgz): `snakemake mnist` from nothing (the chapter's outputs in place), then each of
+its stages alone with its wall time and peak RSS, as in 2.
 
 Every figure in results.json's "figures" is the median over the runs; "runs" keeps each one.
 The archive comes from --archive, else MNIST_SAMPLE_URL, else ~/.fastai/archive. `--quick`
@@ -55,8 +58,10 @@ sys.path.insert(0, str(ROOT))
 
 from mnist_basics.pipeline import (  # noqa: E402
     METHODS,
+    MNIST_STAGES,
     SPREAD_RUNS,
     STAGES,
+    STAGES_OF,
     SWEEP_RUNS,
     metrics,
     spread_jobs,
@@ -83,6 +88,9 @@ TARGETS = {
     "incremental run after an mlp.lr edit, snakemake": ("snakemake.incremental_s", 12, "s"),
     "incremental run after an mlp.lr edit, dvc": ("dvc.incremental_s", 12, "s"),
     "peak RSS of any stage": ("peak_rss_gib", 1.5, "GiB"),
+    # The full MNIST (one run, when --mnist): 0.35x fastai's fit_one_cycle(1, 0.1), 170 s.
+    "full MNIST: resnet18 stage, 60,000 digits": ("mnist.stages.resnet18.seconds", 60, "s"),
+    "full MNIST: peak RSS of any stage": ("mnist.peak_rss_gib", 2.5, "GiB"),
 }
 
 
@@ -133,8 +141,8 @@ def import_seconds(stderr: str) -> float:
     return total / 1e6
 
 
-def stage_timing(proj: Path) -> dict[str, dict]:
-    return {m: json.loads((proj / timing(m)).read_text()) for m in METHODS}
+def stage_timing(proj: Path, dataset: str = "mnist_sample") -> dict[str, dict]:
+    return {m: json.loads((proj / timing(m, dataset)).read_text()) for m in METHODS}
 
 
 def engine_runs(proj: Path, env: dict, cmd: tuple[str, ...], stages_ran,
@@ -159,24 +167,40 @@ def engine_runs(proj: Path, env: dict, cmd: tuple[str, ...], stages_ran,
     }
 
 
-def each_stage(proj: Path, env: dict) -> dict[str, dict]:
-    """Every stage alone, in pipeline order, with its wall time, imports and peak RSS."""
-    clean_outputs(proj)
+def each_stage(proj: Path, env: dict, dataset: str = "mnist_sample") -> dict[str, dict]:
+    """Every stage of a dataset alone, in pipeline order, with its wall time, imports and
+    peak RSS (the chapter's: from nothing; another dataset's: the chapter's outputs in place)."""
+    if dataset == "mnist_sample":
+        clean_outputs(proj)
     out = {}
-    for s in STAGES:
+    for s in STAGES_OF[dataset]:
         python, *script = s.argv(root=proj)  # every path its default, in the project
         cmd = [python, "-X", "importtime", *script]
         r = timed(cmd, proj, env)
         out[s.name] = {"wall_s": r["seconds"], "import_s": import_seconds(r["stderr"]),
                        "peak_rss_mib": r["max_rss"] / 2**20}
-    for m, t in stage_timing(proj).items():
+    for m, t in stage_timing(proj, dataset).items():
         out[m].update(seconds=t["seconds"], train_seconds=t["train_seconds"],
                       images_per_second=t["images_per_second"],
                       epoch_seconds_mean=statistics.mean(t["epoch_seconds"]),
                       epochs=len(t["epoch_seconds"]), threads=t["threads"],
                       # what the speed was bought with: the validation accuracy it reached
-                      accuracy=json.loads((proj / metrics(m)).read_text())["accuracy"])
+                      accuracy=json.loads((proj / metrics(m, dataset)).read_text())["accuracy"])
     return out
+
+
+def full_mnist(proj: Path, env: dict) -> dict:
+    """`snakemake mnist` from nothing (the chapter's outputs in place, which its page reads),
+    then each of its stages alone: the whole run's seconds, and each stage's figures."""
+    timed(SNAKEMAKE, proj, env)  # the chapter, if an earlier step left it incomplete
+    for s in MNIST_STAGES:
+        for p in s.all_outputs:
+            (proj / p).unlink(missing_ok=True)
+    load = os.getloadavg()[0]
+    run = timed(("snakemake", "mnist", *SNAKEMAKE[1:]), proj, env)
+    stages = each_stage(proj, env, "mnist")
+    return {"clean_s": round(run["seconds"], 3), "load_before": load, "stages": stages,
+            "peak_rss_gib": max(s["peak_rss_mib"] for s in stages.values()) / 1024}
 
 
 def one_run(proj: Path, env: dict) -> dict:
@@ -245,6 +269,8 @@ def lookup(figures: dict, path: str):
 def verdicts(figures: dict) -> dict[str, dict]:
     out = {}
     for name, (path, limit, unit) in TARGETS.items():
+        if path.startswith("mnist.") and "mnist" not in figures:
+            continue  # not measured this time (--quick, or no mnist_png.tgz)
         value = lookup(figures, path)
         out[name] = {"value": round(value, 3), "limit": limit, "unit": unit, "met": value <= limit}
     return out
@@ -302,6 +328,13 @@ def table(results: dict) -> str:
         reran = ", ".join(e["incremental_ran"])
         lines.append(f"{engine}: clean {e['clean_s']:.1f} s, no-op {e['noop_s']:.2f} s, "
                      f"mlp.lr edit {e['incremental_s']:.1f} s (reran {reran})")
+    if f.get("mnist"):
+        mn = f["mnist"]
+        lines.append(f"full MNIST: snakemake mnist from nothing {mn['clean_s']:.1f} s; each "
+                     "stage alone (wall s, peak RSS MiB, accuracy): " + ", ".join(
+                         f"{n} {s['wall_s']:.1f} s {s['peak_rss_mib']:.0f}"
+                         + (f" {s['accuracy']:.4f}" if "accuracy" in s else "")
+                         for n, s in mn["stages"].items()))
     if f.get("spread_by_cores"):
         by = f["spread_by_cores"]
         jobs = next(iter(by.values()))["jobs"]
@@ -335,6 +368,9 @@ def main() -> int:
     ap.add_argument("--spread", type=int, nargs="*", default=None,
                     help="after the runs, time `snakemake spread` with each --cores value "
                          "(default: 1 2; none with --quick)")
+    ap.add_argument("--mnist", action=argparse.BooleanOptionalAction, default=None,
+                    help="after the runs, time the full MNIST (default: when MNIST_URL or "
+                         "fastai's cache has mnist_png.tgz, and not --quick)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: one run, short training, the archive accepted by its md5")
     ap.add_argument("--keep", action="store_true", help="keep the scratch project (path printed)")
@@ -349,7 +385,12 @@ def main() -> int:
     try:
         proj = scratch_project(scratch / "proj", archive, args.quick)
         # The copy's own package (as harness.sh runs it), not the checkout's.
-        env = engine_env(MNIST_SAMPLE_URL=str(archive), PYTHONPATH=str(proj))
+        digits = local_archive("MNIST_URL", "mnist_png.tgz")
+        mnist = args.mnist if args.mnist is not None else digits is not None and not args.quick
+        if mnist and digits is None:
+            ap.error("--mnist: set MNIST_URL to a local mnist_png.tgz")
+        env = engine_env(MNIST_SAMPLE_URL=str(archive), PYTHONPATH=str(proj),
+                         **({"MNIST_URL": str(digits)} if digits else {}))
         started = time.time()
         done = []
         for i in range(runs):
@@ -359,6 +400,7 @@ def main() -> int:
         cores = by_cores(proj, env, args.cores)
         spread_cores = [1, 2] if args.spread is None and not args.quick else args.spread or []
         spread = spread_by_cores(proj, env, spread_cores)
+        full = full_mnist(proj, env) if mnist else None
     finally:
         if args.keep:
             print(f"scratch project kept in {scratch}", file=sys.stderr)
@@ -370,6 +412,8 @@ def main() -> int:
         figures["snakemake_clean_by_cores"] = cores
     if spread:
         figures["spread_by_cores"] = spread
+    if full:  # one run, after the others
+        figures["mnist"] = full
     results = {
         "command": "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),

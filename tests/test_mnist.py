@@ -105,8 +105,9 @@ def real(tmp_path_factory) -> Path:
         if s.name == "report":  # beside the chapter's committed figures
             paths = {f"sample_{m}_metrics": ROOT / metrics(m) for m in
                      ("pixel_mean", "linear", "mlp", "resnet18")}
-        r = run_stage(s.name, dataset="mnist", under=out, threads=None, env=env,
-                      timeout=900, **paths)
+        params = ROOT / "params.yaml" if s.params else None
+        r = run_stage(s.name, dataset="mnist", under=out, params=params, threads=None,
+                      env=env, timeout=900, **paths)
         assert r.returncode == 0, f"{s.address}:\n{r.stderr[-3000:]}"
     return out
 
