@@ -96,8 +96,8 @@ def performance_table(bench: Path = BENCH) -> str:
     mn = r["figures"].get("mnist")
     if mn:
         lines += ["", f"The full MNIST (`make mnist`, 70,000 digits) from nothing: "
-                  f"{mn['clean_s']:.0f} s. Each stage alone, wall time and peak RSS: " + ", ".join(
-                      f"{n} {v['wall_s']:.1f} s, {v['peak_rss_mib'] / 1024:.2f} GiB"
+                  f"{mn['clean_s']:.0f} s. Each stage alone, wall time and peak RSS: " + "; ".join(
+                      f"{n} {v['wall_s']:.1f} s and {v['peak_rss_mib'] / 1024:.2f} GiB"
                       for n, v in mn["stages"].items()) + "."]
     return "\n".join(lines)
 
