@@ -127,20 +127,16 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata=None) -> None:
     """Torch tensors, or NumPy arrays (the same bytes, without importing torch)."""
-    # Written straight to the file, not built in memory first: the full MNIST's 55 MB of
-    # tensors would otherwise be held twice.
     if all(isinstance(v, np.ndarray) for v in tensors.values()):
-        from safetensors.numpy import save_file as save_numpy
+        from safetensors.numpy import save as save_numpy
 
         arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-        with atomic_path(path) as tmp:
-            save_numpy(arrays, str(tmp), metadata=metadata)
+        write_bytes(path, save_numpy(arrays, metadata=metadata))
         return
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
