@@ -3,6 +3,9 @@
     make push      # python -m mnist_basics push: every artifact dvc.lock names, to the remote
     make pull      # python -m mnist_basics pull: all of them back, each checked, no training
 
+Both take what `make run` builds: the dvc.yaml of each dataset params.yaml `datasets` lists
+(the chapter's; mnist/dvc.yaml too once it is listed), and the spread's.
+
 The remote is DVC's own default remote (`dvc remote add -d ...`, see the README): SSH, S3 or
 any other kind DVC knows. Two things plain `dvc push`/`dvc pull` do not do, these do:
 - `pull` checks every object it downloads against its hash (DVC's `verify` option, set for
@@ -42,9 +45,17 @@ def default_remote() -> str:
     return r.stdout.strip()
 
 
+def targets() -> list[str]:
+    """The dvc.yaml files whose artifacts are shared: the listed datasets', the spread's."""
+    from mnist_basics.params import dvcfiles
+    from mnist_basics.pipeline import PARAMS
+
+    return [*dvcfiles(PARAMS), "spread/dvc.yaml"]
+
+
 def push() -> None:
     default_remote()
-    out = dvc("push")
+    out = dvc("push", *targets())
     if MISSING in out:
         raise PipelineError("dvc push: some artifacts of dvc.lock are not in the local cache, "
                             "so nobody could pull them; run the pipeline, then push again")
@@ -53,7 +64,7 @@ def push() -> None:
 
 def pull() -> None:
     dvc("remote", "modify", "--local", default_remote(), "verify", "true")
-    out = dvc("pull")
+    out = dvc("pull", *targets())
     print(out.strip().splitlines()[-1] if out.strip() else "Everything is up to date.")
 
 
