@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_basics.remote import targets
 from tests.harness import (
     borrow_venv,
     engine_env,
@@ -127,7 +128,8 @@ def test_push_then_pull_into_a_fresh_clone_and_a_corrupt_object_is_caught(made, 
     assert r.returncode == 0, r.stderr
     want = locked(proj)
     assert {p: hashlib.md5((fresh / p).read_bytes()).hexdigest() for p in want} == want
-    assert "up to date" in sh("dvc", "status", cwd=fresh, env=env).stdout
+    # What make pull took: the chapter (params.yaml `datasets`) and the spread.
+    assert "up to date" in sh("dvc", "status", *targets(), cwd=fresh, env=env).stdout
 
     # One object goes bad in the remote: the pull fails, and the bad bytes are nowhere.
     victim = "models/mlp.safetensors"
