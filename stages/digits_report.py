@@ -14,12 +14,14 @@ from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
 from mnist_basics.digits_report import DigitsInputs, accuracy_rows, render_page
 from mnist_basics.params import load_for
+from mnist_basics.pipeline import BY_DATASET
 
 
 def main() -> None:
     args = cli.parser("digits_report", __doc__).parse_args()
-    params = load_for(args.params, args.dataset, "data", "train", "linear", "mlp", "resnet18",
-                      "report")
+    declared = BY_DATASET[args.dataset]["report"].params  # mnist.linear, train, ...
+    params = load_for(args.params, args.dataset,
+                      *(name.removeprefix(f"{args.dataset}.") for name in declared))
     inputs = DigitsInputs(**{f.name: getattr(args, f.name) for f in fields(DigitsInputs)})
     page = render_page(inputs, params)  # everything that can fail, before anything is written
     write_csv(args.accuracy_csv, accuracy_rows(inputs))
