@@ -541,10 +541,6 @@ def nearest_chart(rows: Sequence[Mapping], why: Mapping) -> Figure:
     return _chart(fig, alt)
 
 
-def _fmt(v: float | None) -> str:
-    return _("n/a") if v is None else f"{v:.4f}"
-
-
 def digit_weights_chart(weights: np.ndarray) -> Figure:
     """The linear model's ten columns of weights, each back in the image's shape: the pixels
     that speak for (blue) and against (red) each digit."""
