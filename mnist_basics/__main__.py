@@ -20,7 +20,7 @@ COMMANDS = {  # name -> (module, one-line help)
     "predict": ("mnist_basics.predict", "classify your own image of a 3 or a 7, or of any digit"),
     "push": ("mnist_basics.remote", "send every artifact to the default DVC remote"),
     "pull": ("mnist_basics.remote", "get every artifact from the default DVC remote, checked"),
-    "dvcfiles": ("mnist_basics.params", "the dvc.yaml files of params.yaml `datasets`"),
+    "dvcfiles": ("mnist_basics.remote", "the dvc.yaml files of params.yaml `datasets`"),
 }
 
 

@@ -1,78 +1,96 @@
-"""What every stage script shares: its flags, its error handling, its CPU budget, its progress.
+"""What every stage script shares: its flags, its error handling, its progress log.
 
-A stage's flags come from its entry in `pipeline.py`, with the pipeline's paths as defaults,
-so `python stages/mlp.py` runs standalone and `--help` shows where inputs come from and where
-outputs go.
+A stage script declares the flags it takes; the pipeline's command (`dvc.yaml`, the
+Snakefile) passes every path it reads and writes, so the script never imports the pipeline
+definition and an edit there reruns no stage. `python stages/mlp.py --help` lists the flags;
+each stage's full command is in dvc.yaml.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from mnist_basics import PipelineError
-from mnist_basics.pipeline import BY_NAME, DATASETS, PARAMS, SAMPLE, STAGES_OF, Stage
+from mnist_basics.methods import EXTRA_PLOTS, METRICS, OUTPUTS, PLOTS, TRAINED
+from mnist_basics.params import DATASET_NAMES, PARAMS, SAMPLE
 
-T = TypeVar("T")
 log = logging.getLogger("mnist_basics")
 
+EPILOG = ("The pipeline's command for this stage, with every path, is its `cmd` in dvc.yaml "
+          "(mnist/dvc.yaml, spread/dvc.yaml); `dvc repro -s STAGE` runs it.")
+GROUPS = {  # a stage's file flags, by what happens to the file
+    "inputs": "read",
+    "outputs": "written",
+    "metrics": "written, kept in git",
+    "plots": "written, kept in git",
+    "kept": "written, kept in git",
+}
 
-def parser(stage: str | Stage, description: str | None,
-           argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The stage's flags: a stage by its script's name (`mlp` for stages/mlp.py), or any Stage
-    (those of spread/dvc.yaml).
 
-    A script that runs for several datasets takes `--dataset` (MNIST_SAMPLE by default), and
-    its paths default to that dataset's, so `python stages/mlp.py --dataset mnist` is the
-    command of mnist/dvc.yaml's stage.
-    """
-    of = {} if not isinstance(stage, str) else {
-        d: s for d in DATASETS for s in STAGES_OF[d] if Path(s.script).stem == stage}
-    datasets = list(of)
-    s = stage
-    if isinstance(stage, str):
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("--dataset", choices=datasets, default=datasets[0])
-        s = of[pre.parse_known_args(argv)[0].dataset]
-    ap = argparse.ArgumentParser(
-        prog=s.script,
-        description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    if datasets and datasets != [SAMPLE]:  # the chapter's own stages need no --dataset
-        ap.add_argument("--dataset", choices=datasets, default=datasets[0],
-                        help="whose copy of the stage to run; sets every default path "
-                             "below (default: %(default)s)")
-    if s.params:
-        ap.add_argument(
-            "--params",
-            type=Path,
-            default=Path(PARAMS),
-            help=f"params file; reads sections {', '.join(s.params)} (default: %(default)s)",
-        )
-    groups = [("inputs", "read", s.inputs), ("outputs", "written", s.outputs),
-              ("metrics", "written, kept in git", s.metrics),
-              ("plots", "written, kept in git", s.plots),
-              ("kept", "written, kept in git", s.kept)]
-    for title, verb, flags in groups:
-        if not flags:
-            continue
-        g = ap.add_argument_group(title)
-        for flag, path in flags.items():
-            g.add_argument(
-                f"--{flag.replace('_', '-')}",
-                type=Path,
-                default=Path(path),
-                metavar="PATH",
-                help=f"{verb} (default: {path})",
-            )
+def parser(script: str, description: str | None, *, params: Sequence[str] = (),
+           datasets: bool = False, **files: Sequence[str]) -> argparse.ArgumentParser:
+    """A stage's flags: `files` by group (inputs=["tensors"], outputs=[...], as GROUPS
+    names them), each a required path; `--params` when it reads `params` sections; and
+    `--dataset` when the same script runs for every dataset (MNIST_SAMPLE by default)."""
+    ap = argparse.ArgumentParser(prog=script, description=description, epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    if datasets:
+        ap.add_argument("--dataset", choices=DATASET_NAMES, default=SAMPLE,
+                        help="whose data and params sections (default: %(default)s)")
+    else:
+        ap.set_defaults(dataset=SAMPLE)
+    if params:
+        ap.add_argument("--params", type=Path, default=Path(PARAMS),
+                        help=f"params file; reads sections {', '.join(params)} "
+                             "(default: %(default)s)")
+    for group, names in files.items():
+        g = ap.add_argument_group(group)
+        for name in names:
+            g.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True,
+                           metavar="PATH", help=GROUPS[group])
     return ap
+
+
+def method_parser(method: str, description: str | None) -> argparse.ArgumentParser:
+    """A method stage's flags: the tensors it reads, then what every method's stage writes
+    (mnist_basics/methods.py), for any dataset."""
+    return parser(f"stages/{method}.py", description,
+                  params=("train", method) if method in TRAINED else (), datasets=True,
+                  inputs=["tensors"], outputs=OUTPUTS, metrics=METRICS,
+                  plots=(*PLOTS, *EXTRA_PLOTS.get(method, ())))
+
+
+def named_paths(ap: argparse.ArgumentParser, flag: str = "--input") -> None:
+    """A repeatable `--input NAME.KIND=PATH`: a page's inputs, every other stage's outputs."""
+    ap.add_argument(flag, action="append", default=[], metavar="STAGE.FLAG=PATH",
+                    help="a file read, by the stage and flag that write it (repeatable)")
+
+
+def by_stage(pairs: Sequence[str]) -> dict[str, dict[str, Path]]:
+    """`["mlp.metrics=metrics/mlp.json", ...]` -> {"mlp": {"metrics": Path(...)}, ...}."""
+    out: dict[str, dict[str, Path]] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        stage, dot, flag = name.partition(".")
+        if not (sep and dot and stage and flag and path):
+            raise PipelineError(f"--input {pair}: expected STAGE.FLAG=PATH, "
+                                "e.g. --input mlp.metrics=metrics/mlp.json")
+        out.setdefault(stage, {})[flag] = Path(path)
+    return out
+
+
+def require(files: Mapping[str, Mapping[str, Path]],
+            expected: Mapping[str, Sequence[str]]) -> None:
+    """Refuse a page's command that leaves out an input the page reads."""
+    for stage, flags in expected.items():
+        for flag in flags:
+            if flag not in files.get(stage, {}):
+                raise PipelineError(f"missing --input {stage}.{flag}=PATH")
 
 
 class Terminated(BaseException):
@@ -99,23 +117,3 @@ def run(main: Callable[[], object]) -> None:
     except Terminated:
         print("error: terminated", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
-
-
-def cpu_threads(stage: str | None = None) -> int:
-    """The threads a stage may use: what its engine granted, else every core.
-
-    Snakemake exports OMP_NUM_THREADS = the rule's `threads`; DVC runs one stage at a time.
-    A stage that is not `multicore` in pipeline.py uses one thread under either engine.
-    """
-    if stage is not None and not BY_NAME[stage].multicore:
-        return 1
-    granted = os.environ.get("OMP_NUM_THREADS", "")
-    cores = os.cpu_count() or 1
-    return max(1, min(int(granted), cores)) if granted.isdigit() else cores
-
-
-def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
-    """A progress bar on a terminal; nothing in a log (stages log one line per epoch)."""
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, total=total, leave=False, disable=not sys.stderr.isatty())

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
+from mnist_basics.cli import by_stage, require
 from mnist_basics.data import MNIST, SIZE
 from mnist_basics.i18n import N_, language, ngettext
 from mnist_basics.i18n import gettext as _
-from mnist_basics.pipeline import BY_DATASET, BY_NAME, METHODS, TRAINED
+from mnist_basics.methods import METHODS, TRAINED, flags
 from mnist_basics.report import (
     TITLES,
     Figure,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 DATASET = MNIST.name
+DVCFILE = f"{DATASET}/dvc.yaml"  # where its stages are (tests/test_digits_report.py checks)
 DIGITS = MNIST.classes  # "0" ... "9", each labelled by its own value
 N_CLASSES = len(DIGITS)
 # The accuracy table's rows: row -> (the method that wrote it, its keys' prefix in the metrics,
@@ -97,6 +99,12 @@ SECTIONS = {  # id -> heading, in the page's order (in English: the page transla
 
 
 # -- Inputs ----------------------------------------------------------------------------------
+READS = {  # `--input stage.flag=PATH`: every method's outputs, and the chapter's metrics
+    **{m: flags(m) for m in METHODS},
+    **{f"sample_{m}": ("metrics",) for m in METHODS},
+}
+
+
 @dataclass(frozen=True)
 class DigitsInputs:
     """Every file the page reads; each field is the report stage's flag of the same name
@@ -136,7 +144,14 @@ class DigitsInputs:
 
     @classmethod
     def from_args(cls, args) -> DigitsInputs:
-        return cls(**{f.name: Path(getattr(args, f.name)) for f in fields(cls)})
+        """The plain flags (`--tensors`), and each `--input mlp.checkpoint=PATH` as the field
+        `mlp_checkpoint`."""
+        files = by_stage(args.input)
+        require(files, READS)
+        given = {"tensors": args.tensors, "counts": args.counts,
+                 **{f"{stage}_{flag}": path for stage, paths in files.items()
+                    for flag, path in paths.items()}}
+        return cls(**{f.name: Path(given[f.name]) for f in fields(cls)})
 
     def of(self, method: str, kind: str) -> Path:
         return getattr(self, f"{method}_{kind}")
@@ -146,12 +161,11 @@ def stage_of(field: str) -> str:
     """The stage that writes an input, as both engines name it: `dvc repro mnist/dvc.yaml:mlp`
     or `snakemake mnist_mlp`; the chapter's own stage for MNIST_SAMPLE's metrics."""
     if field.startswith("sample_"):
-        s = BY_NAME[field.removeprefix("sample_").removesuffix("_metrics")]
-    elif field in ("tensors", "counts"):
-        s = BY_DATASET[DATASET]["stack"]
-    else:
-        s = BY_DATASET[DATASET][next(m for m in METHODS if field.startswith(f"{m}_"))]
-    return f"dvc repro {s.address}, or snakemake {s.rule}"
+        name = field.removeprefix("sample_").removesuffix("_metrics")
+        return f"dvc repro {name}, or snakemake {name}"
+    name = "stack" if field in ("tensors", "counts") else next(
+        m for m in METHODS if field.startswith(f"{m}_"))
+    return f"dvc repro {DVCFILE}:{name}, or snakemake {DATASET}_{name}"
 
 
 def _path(inputs: DigitsInputs, field: str) -> Path:
@@ -626,7 +640,7 @@ def stage_times(d: Digits) -> dict:
 
 
 RERUN = (f"snakemake {DATASET} --cores 4 --resources gpu=1",
-         f"dvc repro {BY_DATASET[DATASET]['report'].dvcfile}")
+         f"dvc repro {DVCFILE}")
 
 
 def context(d: Digits, params: Mapping[str, dict]) -> dict:

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from mnist_basics import PipelineError
+from mnist_basics.methods import TRAINED
 
 
 class Section(BaseModel):
@@ -94,7 +95,7 @@ class SgdExample(Section):
 
 
 Seeds = Annotated[list[Annotated[int, Field(ge=0, le=2**32 - 1)]], Field(min_length=1)]
-TrainedMethod = Literal["linear", "mlp", "resnet18"]
+TrainedMethod = Literal[TRAINED]
 
 
 class Spread(Section):
@@ -146,8 +147,11 @@ SECTIONS: dict[str, type[Section]] = {
     "mnist.mlp": DigitsMlp,
     "mnist.resnet18": Resnet18,
 }
-DATASET_NAMES = ("mnist_sample", "mnist")  # what `datasets` may list (mnist_basics/data.py)
+PARAMS = "params.yaml"  # DVC's default params file, at the project's root
+SAMPLE = "mnist_sample"  # the chapter's dataset: its sections keep their plain names
+DATASET_NAMES = (SAMPLE, "mnist")  # what `datasets` may list (mnist_basics/data.py)
 DATASETS = "datasets"  # the list of datasets that `make run` and `make repro` build
+SHARED = ("train", "report")  # the sections every dataset's stages share
 
 
 def _num(x):
@@ -304,29 +308,26 @@ def values(path: str | Path) -> dict:
     return out
 
 
+def section(name: str, dataset: str = SAMPLE) -> str:
+    """The params.yaml section a dataset's stage reads: `linear`, `mnist.linear`."""
+    return name if dataset == SAMPLE or name in SHARED else f"{dataset}.{name}"
+
+
+DATASET_PAGE_SECTIONS = ("data", "train", *TRAINED, "report")  # another dataset's page's
+
+
+def page_sections(dataset: str = SAMPLE) -> list[str]:
+    """The sections a dataset's page lists: on the chapter's page, every chapter section."""
+    if dataset == SAMPLE:
+        return [n for n in SECTIONS if "." not in n]
+    return [section(n, dataset) for n in DATASET_PAGE_SECTIONS]
+
+
+SPREAD_SECTIONS = ("spread", "sweep", "train", *TRAINED, "report")  # the spread's page's
+
+
 def load_for(path: str | Path, dataset: str, *names: str) -> dict[str, Section]:
     """A dataset's copy of the named sections, under their plain names: for the full MNIST,
     `load_for(p, "mnist", "train", "linear")` reads `train` and `mnist.linear`."""
-    from mnist_basics.pipeline import section
-
     loaded = load(path, *(section(n, dataset) for n in names))
     return {n: loaded[section(n, dataset)] for n in names}
-
-
-def dvcfiles(path: str | Path) -> list[str]:
-    """The dvc.yaml files of the datasets that params.yaml `datasets` lists, for `make repro`."""
-    from mnist_basics.pipeline import DATASETS as ALL
-    from mnist_basics.pipeline import dvcfile
-
-    listed = load(path, DATASETS)[DATASETS].root
-    return [dvcfile(d) for d in ALL if d in listed]
-
-
-# `python -m mnist_basics dvcfiles`: what `make repro` hands to `dvc repro`.
-def add_arguments(ap) -> None:
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"),
-                    help="the params file (default: %(default)s)")
-
-
-def main(args) -> None:
-    print(" ".join(dvcfiles(args.params)))

@@ -6,10 +6,12 @@ Both engines read this list and nothing else:
 - the `Snakefile` builds one rule per stage from it (`mnist_basics/bridge.py` keeps the two
   engines in one state).
 
-Every path a stage reads or writes is named once here. It reaches the stage script as the
-default of a command-line flag (`python stages/mlp.py --help` lists them), so a stage's
-command is just `python stages/<name>.py`, and a test points any path elsewhere with
-`Stage.argv`.
+Every path a stage reads or writes is named once here, and reaches its script through the
+command (DVC's own convention): `python stages/mlp.py --tensors data/... --checkpoint ...`.
+No stage script imports this module, so a stage's code deps are its script and the modules
+it really imports: editing a comment here reruns nothing, a new stage runs alone, and a
+changed path reruns the stage whose command changed and its dependants. A test points any
+path elsewhere with `Stage.argv`.
 
 The full MNIST (all ten digits, the chapter's "further research") runs the same stages: each
 dataset of `DATASETS` gets its own copy of the chapter's stages from `chapter_stages`, its own
@@ -34,27 +36,42 @@ from pathlib import Path
 
 import yaml
 
+from mnist_basics.methods import (
+    EXTRA_PLOTS,
+    METHODS,
+    METRICS,
+    MULTICORE,
+    OUTPUTS,
+    PLOTS,
+    TRAINED,
+    spread_name,
+    sweep_name,
+)
+from mnist_basics.params import (
+    DATASET_NAMES,
+    PARAMS,
+    SAMPLE,
+    SPREAD_SECTIONS,
+    load,
+    page_sections,
+    section,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 DVC_YAML = ROOT / "dvc.yaml"
-SPREAD_DVC_YAML = ROOT / "spread" / "dvc.yaml"
-PARAMS = "params.yaml"
+SPREAD_DVCFILE = "spread/dvc.yaml"
+SPREAD_DVC_YAML = ROOT / SPREAD_DVCFILE
 
 # -- Datasets --------------------------------------------------------------------------------
 # MNIST_SAMPLE is the chapter's: its stages, paths and params sections keep their plain names.
 # Any other dataset's stages live in <name>/dvc.yaml, write under their own names (data/<name>.*,
 # models/<name>/, metrics/<name>/, reports/<name>.html) and read params.yaml's <name>.* sections
 # (`train` and `report` are shared). mnist_basics/data.py holds each archive's layout.
-SAMPLE = "mnist_sample"
-DATASETS = (SAMPLE, "mnist")
+DATASETS = DATASET_NAMES
 
 
 def _sub(dataset: str) -> str:
     return "" if dataset == SAMPLE else f"{dataset}/"
-
-
-def section(name: str, dataset: str = SAMPLE) -> str:
-    """The params.yaml section a dataset's stage reads: `linear`, `mnist.linear`."""
-    return name if dataset == SAMPLE or name in ("train", "report") else f"{dataset}.{name}"
 
 
 def dvcfile(dataset: str) -> str:
@@ -87,9 +104,6 @@ def accuracy_csv(dataset: str = SAMPLE) -> str:
 
 
 ARCHIVE, TENSORS, COUNTS = archive(), tensors(), counts()
-
-METHODS = ("pixel_mean", "linear", "mlp", "resnet18")
-TRAINED = ("linear", "mlp", "resnet18")  # the methods that train, on a GPU when there is one
 
 
 def checkpoint(name: str, dataset: str = SAMPLE) -> str:
@@ -141,11 +155,11 @@ SWEEP_RUNS = "metrics/sweep"
 
 
 def spread_run(method: str, seed: object = "{seed}") -> str:
-    return f"{SPREAD_RUNS}/{method}_seed{seed}.json"
+    return f"{SPREAD_RUNS}/{spread_name(method, seed)}"
 
 
 def sweep_run(value: object = "{value}", seed: object = "{seed}") -> str:
-    return f"{SWEEP_RUNS}/value{value}_seed{seed}.json"
+    return f"{SWEEP_RUNS}/{sweep_name(value, seed)}"
 
 
 SPREAD_REPORT = "reports/spread.html"
@@ -159,14 +173,15 @@ WALL_CLOCK = (*(timing(m, d) for d in DATASETS for m in METHODS), *map(report, D
 
 # The shared code each stage imports; editing a module reruns exactly the stages listed here.
 # tests/test_engines.py checks the lists against what each stage script really imports.
-CORE = [
+CORE = [  # what every stage script imports
     "mnist_basics/__init__.py",
     "mnist_basics/artifacts.py",
     "mnist_basics/cli.py",
-    "mnist_basics/pipeline.py",
+    "mnist_basics/methods.py",
+    "mnist_basics/params.py",
 ]
-PARAMS_CODE = "mnist_basics/params.py"
 TRAINING = [*CORE, "mnist_basics/compat.py", "mnist_basics/data.py", "mnist_basics/train.py"]
+PLOT_AXES = {"history": ("epoch", "valid_accuracy"), "steps": ("step", "lr")}
 MODEL_CODE = {  # the module that holds each method
     "pixel_mean": "mnist_basics/pixel_mean.py",
     "linear": "mnist_basics/models.py",
@@ -180,7 +195,8 @@ class Stage:
     """One stage: `python stages/<name>.py`, each path the default of one of its flags."""
 
     name: str
-    inputs: dict[str, str] = field(default_factory=dict)  # flag -> path read
+    # flag -> path read; a page's `stage.flag` keys reach it as `--input stage.flag=PATH`
+    inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # flag -> path written (DVC-cached)
     metrics: dict[str, str] = field(default_factory=dict)  # flag -> small JSON kept in git
     plots: dict[str, str] = field(default_factory=dict)  # flag -> CSV kept in git
@@ -239,14 +255,17 @@ class Stage:
         return self.name.partition("@")[2]
 
     @property
-    def cmd(self) -> str:
-        """The command both engines run: every path is the flag's default, but those that
-        hold a matrix key."""
-        templated = [f"--{flag.replace('_', '-')} {path}" for flag, path in self.files.items()
-                     if "{" in path]
+    def cmd_lines(self) -> list[str]:
+        """The command, a line per path: the script and its arguments, then every path it
+        reads and writes (dvc.yaml folds them into one line)."""
         dataset = f"--dataset {self.dataset}" if self.dataset != SAMPLE else ""
-        return " ".join([f"python {self.script}", *filter(None, [dataset, self.args]),
-                         *templated])
+        head = " ".join([f"python {self.script}", *filter(None, [dataset, self.args])])
+        return [head, *(" ".join(pair) for pair in path_args(self.files))]
+
+    @property
+    def cmd(self) -> str:
+        """The command both engines run."""
+        return " ".join(self.cmd_lines)
 
     def argv(self, *, python: str = sys.executable, root: str | Path = ROOT,
              under: str | Path | None = None, params: str | Path | None = None,
@@ -258,15 +277,12 @@ class Stage:
             out += ["--dataset", self.dataset]
         if params is not None:
             out += ["--params", str(params)]
+        files = {}
         for flag, path in self.files.items():
-            if flag in paths:
-                path = paths[flag]
-            elif under is not None:
-                path = Path(under) / path
-            else:
-                continue
-            out += [f"--{flag.replace('_', '-')}", str(path)]
-        return out
+            key = flag.replace(".", "_")  # a page's `mlp.metrics` is `mlp_metrics=` here
+            files[flag] = paths[key] if key in paths else (
+                Path(under) / path if under is not None else path)
+        return out + [arg for pair in path_args(files) for arg in pair]
 
     def expand(self, params: dict) -> list[Stage]:
         """One concrete stage per combination of the matrix's values, named as DVC names them
@@ -276,10 +292,7 @@ class Stage:
         combos: list[dict] = [{}]
         for key, source in self.matrix.items():
             combos = [{**c, key: v} for c in combos for v in lookup(params, source)]
-        args = " ".join(filter(None, [self.args, *(  # the paths with keys too
-            f"--{flag.replace('_', '-')} {path}" for flag, path in self.files.items()
-            if "{" in path)]))
-        return [self._concrete(c, params, args) for c in combos]
+        return [self._concrete(c, params, self.args) for c in combos]
 
     def _concrete(self, values: dict, params: dict, args: str) -> Stage:
         def fill(text: str) -> str:
@@ -295,6 +308,12 @@ class Stage:
             plots=each(self.plots), kept=each(self.kept), code=self.code,
             params=[fill(p) for p in self.params], gpu=self.gpu, multicore=self.multicore,
             args=fill(args), script_name=self.script_name or self.name, dvcfile=self.dvcfile)
+
+
+def path_args(files: dict[str, str | Path]) -> list[tuple[str, str]]:
+    """Each file as a command passes it: `--tensors PATH`; a page's `--input mlp.metrics=PATH`."""
+    return [("--input", f"{flag}={path}") if "." in flag
+            else (f"--{flag.replace('_', '-')}", str(path)) for flag, path in files.items()]
 
 
 def lookup(params: dict, dotted: str) -> object:
@@ -321,35 +340,33 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
 
     def method(name: str) -> Stage:
         trains = name in TRAINED
-        axes = {history(name, dataset): ("epoch", "valid_accuracy")}
-        plots = {"history": history(name, dataset)}
-        if name == "resnet18":
-            plots["steps"] = steps(dataset)
-            axes[steps(dataset)] = ("step", "lr")
+        path = {"checkpoint": checkpoint, "model_card": model_card, "predictions": predictions,
+                "timing": timing, "metrics": metrics, "history": history,
+                "steps": lambda _, d: steps(d)}
+
+        def paths(flags) -> dict[str, str]:
+            return {flag: path[flag](name, dataset) for flag in flags}
+
+        plots = paths((*PLOTS, *EXTRA_PLOTS.get(name, ())))
         return Stage(
             name=name,
             inputs={"tensors": tensors(dataset)},
-            outputs={
-                "checkpoint": checkpoint(name, dataset),
-                "model_card": model_card(name, dataset),
-                "predictions": predictions(name, dataset),
-                "timing": timing(name, dataset),
-            },
-            metrics={"metrics": metrics(name, dataset)},
+            outputs=paths(OUTPUTS),
+            metrics=paths(METRICS),
             plots=plots,
-            code=[*TRAINING, *([PARAMS_CODE] if trains else []), MODEL_CODE[name]],
+            code=[*TRAINING, MODEL_CODE[name]],
             params=[section("train"), section(name, dataset)] if trains else [],
             gpu=trains,
             # The small models run fastest on one thread; resnet18 uses every core it is given.
-            multicore=name == "resnet18",
-            plot_axes=axes,
+            multicore=name in MULTICORE,
+            plot_axes={p: PLOT_AXES[flag] for flag, p in plots.items()},
             **common,
         )
 
     download = Stage(
         name="download",
         outputs={"out": archive(dataset)},
-        code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/download.py"],
+        code=[*CORE, "mnist_basics/data.py", "mnist_basics/download.py"],
         params=[section("data", dataset)],
         **common,
     )
@@ -368,7 +385,7 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
         outputs={"tensors": SGD_EXAMPLE["tensors"]},
         metrics={"metrics": SGD_EXAMPLE["metrics"]},
         plots={"steps": SGD_EXAMPLE["steps"]},
-        code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py", "mnist_basics/sgd_example.py"],
+        code=[*TRAINING, "mnist_basics/models.py", "mnist_basics/sgd_example.py"],
         params=["sgd_example"],
         plot_axes={SGD_EXAMPLE["steps"]: ("step", "loss")},
     )
@@ -377,7 +394,7 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
         inputs={"tensors": TENSORS},
         metrics={"metrics": metrics("nn_linear")},
         plots={"history": history("nn_linear")},
-        code=[*TRAINING, PARAMS_CODE, "mnist_basics/models.py"],
+        code=[*TRAINING, "mnist_basics/models.py"],
         params=["train", "linear"],
         gpu=True,
         plot_axes={history("nn_linear"): ("epoch", "basic_optim")},
@@ -390,19 +407,18 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
         inputs={report_flag(s.name, flag): path
                 for s in made for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
         outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
-        code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
+        code=[*CORE, "mnist_basics/data.py", "mnist_basics/report.py",
               "mnist_basics/i18n.py", "mnist_basics/try_it.py",
               "mnist_basics/templates/report.html.j2", "mnist_basics/templates/try_it.html.j2",
               "mnist_basics/templates/prepare.js", "mnist_basics/templates/page.css",
               "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
-        # Every section of the chapter: the page lists each of their values.
-        params=["data", "sgd_example", "train", *TRAINED, "report", "spread", "sweep"],
+        params=page_sections(),  # every section of the chapter: the page lists each value
     )]
 
 
 def report_flag(stage: str, flag: str) -> str:
-    """The report's flag for another stage's output: `--mlp-metrics`, `--stack-tensors`."""
-    return f"{stage}_{flag}"
+    """A page's name for another stage's output: `mlp.metrics` (`--input mlp.metrics=PATH`)."""
+    return f"{stage}.{flag}"
 
 
 def _digits_report(dataset: str, methods: list[Stage]) -> Stage:
@@ -417,11 +433,11 @@ def _digits_report(dataset: str, methods: list[Stage]) -> Stage:
                    for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
                 **{report_flag(f"sample_{m}", "metrics"): metrics(m) for m in METHODS}},
         outputs={"out": report(dataset), "accuracy_csv": accuracy_csv(dataset)},
-        code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
+        code=[*CORE, "mnist_basics/data.py", "mnist_basics/report.py",
               "mnist_basics/i18n.py", "mnist_basics/try_it.py", "mnist_basics/digits_report.py",
               "mnist_basics/templates/digits.html.j2", "mnist_basics/templates/page.css",
               "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
-        params=[section(s, dataset) for s in ("data", "train", *TRAINED, "report")],
+        params=page_sections(dataset),
     )
 
 
@@ -433,18 +449,24 @@ BY_NAME = {s.name: s for s in STAGES}
 BY_DATASET = {d: {s.name: s for s in stages} for d, stages in STAGES_OF.items()}
 
 
+def dvcfiles(params_path: str | Path = PARAMS) -> list[str]:
+    """The dvc.yaml files of the datasets that params.yaml `datasets` lists (`make repro`)."""
+    listed = load(params_path, "datasets")["datasets"].root
+    return [dvcfile(d) for d in DATASETS if d in listed]
+
+
 def dataset_stages(datasets) -> list[Stage]:
     """The stages of these datasets (params.yaml `datasets`), in the order of DATASETS."""
     return [s for d in DATASETS if d in datasets for s in STAGES_OF[d]]
 
 # -- The spread: `make spread` (spread/dvc.yaml), never part of `make run` ---------------------
-SPREAD_CODE = [*TRAINING, PARAMS_CODE, "mnist_basics/models.py", "mnist_basics/resnet.py"]
+SPREAD_CODE = [*TRAINING, "mnist_basics/models.py", "mnist_basics/resnet.py"]
 
 
 def _spread_stage(method: str) -> Stage:
     return Stage(
         name=method,
-        dvcfile="spread/dvc.yaml",
+        dvcfile=SPREAD_DVCFILE,
         script_name="spread",
         matrix={"seed": "spread.seeds"},
         args=f"{method} --seed {{seed}}",
@@ -454,7 +476,7 @@ def _spread_stage(method: str) -> Stage:
         # train.seed is the chapter's; each run takes its own.
         params=["train.device", method],
         gpu=method == "resnet18",  # the small models share a GPU, or a core each
-        multicore=method == "resnet18",
+        multicore=method in MULTICORE,
     )
 
 
@@ -463,7 +485,7 @@ SPREAD: list[Stage] = [
     *(_spread_stage(m) for m in SPREAD_METHODS),
     Stage(
         name="sweep",
-        dvcfile="spread/dvc.yaml",
+        dvcfile=SPREAD_DVCFILE,
         script_name="spread",
         matrix={"value": "sweep.values", "seed": "sweep.seeds"},
         args="{sweep.method} --seed {seed} --set {sweep.key}={value}",
@@ -474,7 +496,7 @@ SPREAD: list[Stage] = [
     ),
     Stage(
         name="report",
-        dvcfile="spread/dvc.yaml",
+        dvcfile=SPREAD_DVCFILE,
         script_name="spread_report",
         inputs={"spread_runs": SPREAD_RUNS, "sweep_runs": SWEEP_RUNS,
                 **{report_flag(m, "metrics"): metrics(m) for m in SPREAD_METHODS}},
@@ -483,11 +505,11 @@ SPREAD: list[Stage] = [
         kept={"out": SPREAD_REPORT, "csv": SPREAD_CSV, "sweep_csv": SWEEP_CSV},
         metrics={"metrics": SPREAD_METRICS},
         # spread.py draws with report.py's helpers, so it imports what report.py imports.
-        code=[*CORE, PARAMS_CODE, "mnist_basics/data.py", "mnist_basics/report.py",
+        code=[*CORE, "mnist_basics/data.py", "mnist_basics/report.py",
               "mnist_basics/i18n.py", "mnist_basics/try_it.py", "mnist_basics/spread.py",
               "mnist_basics/templates/spread.html.j2", "mnist_basics/templates/page.css",
               "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
-        params=["spread", "sweep", "train", *SPREAD_METHODS, "report"],
+        params=list(SPREAD_SECTIONS),
     ),
 ]
 SPREAD_BY_NAME = {s.name: s for s in SPREAD}
@@ -514,6 +536,31 @@ def _dvc(text: str, matrix: dict[str, str]) -> str:
     return fill_placeholders(text, lambda k: f"${{item.{k}}}" if k in matrix else f"${{{k}}}")
 
 
+class Folded(tuple):
+    """A command that dvc.yaml shows one path per line, as a folded block (`cmd: >-`)."""
+
+
+def dump_yaml(doc: dict) -> str:
+    """YAML as DVC reads it; each Folded value a `>-` block, whose lines YAML joins with one
+    space, so DVC runs exactly the one-line command."""
+    folded: dict[str, Folded] = {}
+
+    def mark(value):
+        if isinstance(value, Folded):
+            folded[f"FOLDED{len(folded)}"] = value
+            return f"FOLDED{len(folded) - 1}"
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        return value
+
+    text = yaml.safe_dump(mark(doc), sort_keys=False, width=1000)
+    for key, lines in folded.items():
+        text = re.sub(rf"^( *)(\w+): {key}$",
+                      lambda m, lines=lines: f"{m[1]}{m[2]}: >-\n" + "\n".join(
+                          f"{m[1]}  {line}" for line in lines), text, count=1, flags=re.M)
+    return text
+
+
 def dvc_stages(stages: list[Stage] = STAGES) -> dict:
     """The `stages:` mapping of a dvc.yaml."""
     out = {}
@@ -523,7 +570,8 @@ def dvc_stages(stages: list[Stage] = STAGES) -> dict:
             d["matrix"] = {k: f"${{{v}}}" for k, v in s.matrix.items()}
         if s.dvcfile != "dvc.yaml":
             d["wdir"] = "/".join(".." for _ in Path(s.dvcfile).parent.parts)
-        d["cmd"] = _dvc(s.cmd, s.matrix)
+        lines = [_dvc(line, s.matrix) for line in s.cmd_lines]
+        d["cmd"] = Folded(lines) if len(lines) > 2 else " ".join(lines)
         d["deps"] = [_dvc(p, s.matrix) for p in s.deps]
         if s.params:
             d["params"] = [_dvc(p, s.matrix) for p in s.params]
@@ -547,8 +595,8 @@ def dvc_stages(stages: list[Stage] = STAGES) -> dict:
 
 HEADER = """\
 # GENERATED from mnist_basics/pipeline.py by `make dvc.yaml`: edit that file, not this one.
-# The Snakefile builds its rules from the same definition. Each stage's paths are its
-# script's defaults (`python stages/<stage>.py --help`).
+# The Snakefile builds its rules from the same definition. Each command passes every path
+# its stage reads and writes; `python stages/<stage>.py --help` lists the flags.
 """
 
 
@@ -561,7 +609,7 @@ SPREAD_HEADER = """\
 
 
 def render_dvc_yaml() -> str:
-    body = yaml.safe_dump({"stages": dvc_stages()}, sort_keys=False, width=1000)
+    body = dump_yaml({"stages": dvc_stages()})
     return HEADER + body
 
 
@@ -573,14 +621,12 @@ DATASET_HEADER = """\
 
 
 def render_dataset_dvc_yaml(dataset: str) -> str:
-    body = yaml.safe_dump({"stages": dvc_stages(STAGES_OF[dataset])}, sort_keys=False,
-                          width=1000)
+    body = dump_yaml({"stages": dvc_stages(STAGES_OF[dataset])})
     return DATASET_HEADER.format(dataset=dataset, dvcfile=dvcfile(dataset)) + body
 
 
 def render_spread_dvc_yaml() -> str:
-    body = yaml.safe_dump({"vars": ["../" + PARAMS], "stages": dvc_stages(SPREAD)},
-                          sort_keys=False, width=1000)
+    body = dump_yaml({"vars": ["../" + PARAMS], "stages": dvc_stages(SPREAD)})
     return SPREAD_HEADER + body
 
 

@@ -2,6 +2,7 @@
 
     make push      # python -m mnist_basics push: every artifact dvc.lock names, to the remote
     make pull      # python -m mnist_basics pull: all of them back, each checked, no training
+    make repro     # dvc repro $(python -m mnist_basics dvcfiles): the files they act on
 
 Both take what `make run` builds: the dvc.yaml of each dataset params.yaml `datasets` lists
 (the chapter's; mnist/dvc.yaml too once it is listed), and the spread's.
@@ -22,6 +23,7 @@ import argparse
 import subprocess
 
 from mnist_basics import PipelineError
+from mnist_basics.pipeline import SPREAD_DVCFILE, dvcfiles
 
 MISSING = "Some of the cache files do not exist"  # DVC's warning when push leaves some behind
 
@@ -47,10 +49,7 @@ def default_remote() -> str:
 
 def targets() -> list[str]:
     """The dvc.yaml files whose artifacts are shared: the listed datasets', the spread's."""
-    from mnist_basics.params import dvcfiles
-    from mnist_basics.pipeline import PARAMS
-
-    return [*dvcfiles(PARAMS), "spread/dvc.yaml"]
+    return [*dvcfiles(), SPREAD_DVCFILE]
 
 
 def push() -> None:
@@ -68,9 +67,14 @@ def pull() -> None:
     print(out.strip().splitlines()[-1] if out.strip() else "Everything is up to date.")
 
 
+def print_dvcfiles() -> None:
+    print(" ".join(dvcfiles()))
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """push and pull take no arguments: the remote is DVC's default."""
+    """push and pull take no arguments: the remote is DVC's default; dvcfiles reads
+    params.yaml `datasets`."""
 
 
 def main(args: argparse.Namespace) -> None:
-    {"push": push, "pull": pull}[args.command]()
+    {"push": push, "pull": pull, "dvcfiles": print_dvcfiles}[args.command]()

@@ -37,12 +37,13 @@ import yaml
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
+from mnist_basics.cli import by_stage, named_paths, require
 from mnist_basics.cli import parser as stage_parser
 from mnist_basics.data import CLASSES, LABEL, SIZE, SPLITS
 from mnist_basics.i18n import N_, SOURCE, install, language, ngettext
 from mnist_basics.i18n import gettext as _
-from mnist_basics.params import load_yaml
-from mnist_basics.pipeline import BY_NAME, METHODS, STAGES, WALL_CLOCK, report_flag
+from mnist_basics.methods import METHODS, WALL_CLOCK_FLAG, flags
+from mnist_basics.params import load_yaml, page_sections
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,8 +94,20 @@ RERUN = ("snakemake --cores 4 --resources gpu=1", "dvc repro", "dvc exp run -S m
 
 
 # -- Inputs ----------------------------------------------------------------------------------
+READS = {  # every output of every other stage, by stage and flag: the page hashes each
+    "download": ("out",),
+    "stack": ("tensors", "counts"),
+    "sgd_example": ("tensors", "metrics", "steps"),
+    **{m: flags(m) for m in METHODS},
+    "nn_linear": ("metrics", "history"),
+}
+
+
 def parser(description: str | None) -> argparse.ArgumentParser:
-    return stage_parser("report", description)
+    ap = stage_parser("stages/report.py", description, params=page_sections(),
+                      outputs=["out", "accuracy_csv"])
+    named_paths(ap)
+    return ap
 
 
 @dataclass(frozen=True)
@@ -103,13 +116,18 @@ class Inputs:
 
     params: Path
     files: dict[str, dict[str, Path]]  # stage -> flag -> path
+    out: Path | None = None  # the page itself, which holds this run's wall-clock figures
 
     @classmethod
     def from_args(cls, args) -> Inputs:
-        files = {s.name: {flag: getattr(args, report_flag(s.name, flag))
-                          for flag in {**s.outputs, **s.metrics, **s.plots}}
-                 for s in STAGES if s.name != "report"}
-        return cls(params=args.params, files=files)
+        files = by_stage(args.input)
+        require(files, READS)
+        return cls(params=args.params, files=files, out=args.out)
+
+    def wall_clock(self) -> set[str]:
+        """The files that hold this run's seconds: the two runs' only differing bytes."""
+        return {str(p) for files in self.files.values() for flag, p in files.items()
+                if flag == WALL_CLOCK_FLAG} | ({str(self.out)} if self.out else set())
 
     @property
     def counts(self) -> Path:
@@ -699,7 +717,7 @@ def try_it_section(run: Run) -> dict:
                    heading=f"{number}. {_(SECTIONS['try-it'])}")
 
 
-def git_state(cwd: Path) -> dict[str, object]:
+def git_state(cwd: Path, wall_clock: set[str] = frozenset()) -> dict[str, object]:
     """The commit, and the tracked files that differ from it: those the user edited, apart
     from those that only hold this run's wall-clock figures. "unknown" without git."""
     def git(*args: str) -> str | None:
@@ -721,30 +739,30 @@ def git_state(cwd: Path) -> dict[str, object]:
     while i < len(entries) and entries[i]:
         paths.append(entries[i][3:])
         i += 2 if entries[i][0] in "RC" else 1
-    wall = [p for p in paths if p in WALL_CLOCK
-            or (p == "dvc.lock" and _lock_differs_only_in_wall_clock(git, cwd))]
+    wall = [p for p in paths if p in wall_clock
+            or (p == "dvc.lock" and _lock_differs_only_in_wall_clock(git, cwd, wall_clock))]
     edited = [p for p in paths if p not in wall]
     return {"commit": commit, "dirty": "yes" if edited else "no", "edited": edited,
             "wall_clock": wall}
 
 
-def _without_wall_clock(lock: object) -> object:
+def _without_wall_clock(lock: object, wall_clock: set[str]) -> object:
     """dvc.lock with the hashes of wall-clock files blanked, wherever they appear."""
     if isinstance(lock, dict):
-        if lock.get("path") in WALL_CLOCK:
+        if lock.get("path") in wall_clock:
             return {"path": lock["path"]}
-        return {k: _without_wall_clock(v) for k, v in lock.items()}
+        return {k: _without_wall_clock(v, wall_clock) for k, v in lock.items()}
     if isinstance(lock, list):
-        return [_without_wall_clock(v) for v in lock]
+        return [_without_wall_clock(v, wall_clock) for v in lock]
     return lock
 
 
-def _lock_differs_only_in_wall_clock(git, cwd: Path) -> bool:
+def _lock_differs_only_in_wall_clock(git, cwd: Path, wall_clock: set[str]) -> bool:
     committed = git("show", "HEAD:dvc.lock")
     try:
         now = (cwd / "dvc.lock").read_text()
-        return committed is not None and (_without_wall_clock(load_yaml(committed))
-                                          == _without_wall_clock(load_yaml(now)))
+        return committed is not None and (_without_wall_clock(load_yaml(committed), wall_clock)
+                                          == _without_wall_clock(load_yaml(now), wall_clock))
     except (OSError, yaml.YAMLError):
         return False
 
@@ -789,7 +807,7 @@ def file_hashes(inputs: Inputs) -> list[dict]:
                          "md5": md5_of(path) if there else None,
                          "size": path.stat().st_size if there else None,
                          # by what the file is, wherever a flag put it
-                         "wall_clock": BY_NAME[stage].files[flag] in WALL_CLOCK})
+                         "wall_clock": flag == WALL_CLOCK_FLAG})
     return rows
 
 
@@ -810,7 +828,7 @@ def _build(run: Run, *, now: dt.datetime | None, cwd: Path | None) -> dict:
         "lang": page_language(run.params),
         "sections": {k: _(heading) for k, heading in SECTIONS.items()},
         "generated": now.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "git": git_state(cwd or Path.cwd()),
+        "git": git_state(cwd or Path.cwd(), run.inputs.wall_clock()),
         "versions": versions(),
         "params": run.params,
         "params_path": str(run.inputs.params),

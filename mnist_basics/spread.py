@@ -24,7 +24,8 @@ from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
 from mnist_basics.i18n import gettext as _
 from mnist_basics.i18n import language
-from mnist_basics.pipeline import SPREAD_METHODS, spread_run, sweep_run
+from mnist_basics.methods import TRAINED as SPREAD_METHODS
+from mnist_basics.methods import spread_name, sweep_name
 from mnist_basics.report import BOOK, _canvas, _chart, environment, key_params, page_language
 
 COLUMNS = ("method", "seed", "accuracy", "accuracy_3", "accuracy_7", "train_loss",
@@ -81,12 +82,12 @@ def read_runs(spread_runs: Path, sweep_runs: Path,
               params: Mapping[str, Mapping]) -> tuple[list[dict], list[dict]]:
     """The runs params.yaml asks for, as rows: (spread, sweep). Other files in the folders,
     such as the runs of seeds no longer listed, are left out."""
-    spread = [_read(spread_runs / Path(spread_run(m, seed)).name, f"spread_{m}@{seed}",
+    spread = [_read(spread_runs / spread_name(m, seed), f"spread_{m}@{seed}",
                     {"method": m, "seed": seed, "set": {}})
               for m in SPREAD_METHODS for seed in params["spread"]["seeds"]]
     sw = params["sweep"]
     sweep = [{"key": f"{sw['method']}.{sw['key']}", "value": value,
-              **_read(sweep_runs / Path(sweep_run(value, seed)).name,
+              **_read(sweep_runs / sweep_name(value, seed),
                       f"spread_sweep@{value}-{seed}",
                       {"method": sw["method"], "seed": seed, "set": {sw["key"]: value}})}
              for value in sw["values"] for seed in sw["seeds"]]

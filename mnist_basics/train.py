@@ -29,19 +29,22 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from mnist_basics import PipelineError, compat
 from mnist_basics.artifacts import save_tensors, write_csv, write_json
-from mnist_basics.cli import cpu_threads, progress
+from mnist_basics.methods import MULTICORE
 
 log = logging.getLogger("mnist_basics")
+T = TypeVar("T")
 
 
 # -- Device and seeds ------------------------------------------------------------------------
@@ -55,6 +58,26 @@ def pick_device(wanted: str) -> torch.device:
             "set train.device to 'auto' or 'cpu' in params.yaml"
         )
     return torch.device(wanted)
+
+
+def cpu_threads(stage: str | None = None) -> int:
+    """The threads a stage may use: what its engine granted, else every core.
+
+    Snakemake exports OMP_NUM_THREADS = the rule's `threads`; DVC runs one stage at a time.
+    Only a MULTICORE method (mnist_basics/methods.py) uses more than one thread.
+    """
+    if stage is not None and stage not in MULTICORE:
+        return 1
+    granted = os.environ.get("OMP_NUM_THREADS", "")
+    cores = os.cpu_count() or 1
+    return max(1, min(int(granted), cores)) if granted.isdigit() else cores
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
+    """A progress bar on a terminal; nothing in a log (stages log one line per epoch)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, total=total, leave=False, disable=not sys.stderr.isatty())
 
 
 def setup(seed: int, device: str, stage: str) -> torch.device:

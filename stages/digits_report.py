@@ -5,24 +5,23 @@ Reads every output of mnist/dvc.yaml's stages and the chapter's metrics, and wri
 the ten mean digits, each method's confusion matrix and per-digit accuracy, the most-confused
 pairs with examples, and each figure beside its MNIST_SAMPLE one.
 
-    python stages/digits_report.py --dataset mnist      # every path defaults to the pipeline's
+    dvc repro mnist/dvc.yaml:report       # mnist/dvc.yaml holds its full command
 """
-
-from dataclasses import fields
 
 from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
 from mnist_basics.digits_report import DigitsInputs, accuracy_rows, render_page
+from mnist_basics.params import DATASET_PAGE_SECTIONS as SECTIONS
 from mnist_basics.params import load_for
-from mnist_basics.pipeline import BY_DATASET
 
 
 def main() -> None:
-    args = cli.parser("digits_report", __doc__).parse_args()
-    declared = BY_DATASET[args.dataset]["report"].params  # mnist.linear, train, ...
-    params = load_for(args.params, args.dataset,
-                      *(name.removeprefix(f"{args.dataset}.") for name in declared))
-    inputs = DigitsInputs(**{f.name: getattr(args, f.name) for f in fields(DigitsInputs)})
+    ap = cli.parser("stages/digits_report.py", __doc__, params=SECTIONS, datasets=True,
+                    inputs=["tensors", "counts"], outputs=["out", "accuracy_csv"])
+    cli.named_paths(ap)
+    args = ap.parse_args()
+    params = load_for(args.params, args.dataset, *SECTIONS)
+    inputs = DigitsInputs.from_args(args)
     page = render_page(inputs, params)  # everything that can fail, before anything is written
     write_csv(args.accuracy_csv, accuracy_rows(inputs))
     write_text(args.out, page)

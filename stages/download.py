@@ -1,8 +1,8 @@
 """Stage download: fetch fastai's MNIST_SAMPLE archive, verify it, write it to --out.
 
-    python stages/download.py                                    # params.yaml data.url
-    MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz python stages/download.py   # offline copy
-    MNIST_URL=/path/to/mnist_png.tgz python stages/download.py --dataset mnist  # full MNIST
+    python stages/download.py --out data/mnist_sample.tgz          # params.yaml data.url
+    MNIST_SAMPLE_URL=/path/to/mnist_sample.tgz dvc repro -s download   # an offline copy
+    MNIST_URL=/path/to/mnist_png.tgz python stages/download.py --dataset mnist --out x.tgz
 
 MNIST_SAMPLE_URL takes a path, a file:// URL or an http(s) URL. Without it, a valid copy at
 ~/.fastai/archive/mnist_sample.tgz is used before the network. The archive is accepted when
@@ -17,7 +17,8 @@ from mnist_basics.download import download
 
 
 def main() -> None:
-    args = cli.parser("download", __doc__).parse_args()
+    args = cli.parser("stages/download.py", __doc__, params=("data",), datasets=True,
+                      outputs=["out"]).parse_args()
     data = params.load_for(args.params, args.dataset, "data")["data"]
     download(data, args.out, layout=LAYOUTS[args.dataset])
 

@@ -7,8 +7,8 @@ Reads params sections `train` and `linear`.
 On the full MNIST (`--dataset mnist`) the same loop trains weights [784, 10] with a
 hand-written softmax and cross-entropy instead (params `mnist.linear`).
 
-    python stages/linear.py                # every path defaults to the pipeline's
-    python stages/linear.py --params my_params.yaml --metrics /tmp/linear.json
+    dvc repro -s linear     # dvc.yaml holds its command, every path in it
+    python stages/linear.py --params my_params.yaml ...   # the same, other params
 """
 
 from mnist_basics import cli
@@ -18,7 +18,7 @@ from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
-    args = cli.parser("linear", __doc__).parse_args()
+    args = cli.method_parser("linear", __doc__).parse_args()
     params = load_for(args.params, args.dataset, "train", "linear")
     save_results(Paths.from_args(args), train_linear(params, args.tensors, args.dataset))
 

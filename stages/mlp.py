@@ -7,8 +7,8 @@ Reads params sections `train` and `mlp`.
 On the full MNIST (`--dataset mnist`) it is 784-30-ReLU-10 with a hand-written softmax and
 cross-entropy (params `mnist.mlp`).
 
-    python stages/mlp.py                   # every path defaults to the pipeline's
-    python stages/mlp.py --params my_params.yaml --metrics /tmp/mlp.json
+    dvc repro -s mlp        # dvc.yaml holds its command, every path in it
+    python stages/mlp.py --params my_params.yaml ...   # the same, other params
 """
 
 from mnist_basics import cli
@@ -18,7 +18,7 @@ from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
-    args = cli.parser("mlp", __doc__).parse_args()
+    args = cli.method_parser("mlp", __doc__).parse_args()
     params = load_for(args.params, args.dataset, "train", "mlp")
     save_results(Paths.from_args(args), train_mlp(params, args.tensors, args.dataset))
 

@@ -7,7 +7,7 @@ records each one's accuracy per epoch and how far apart their parameters end (SG
 momentum is `BasicOptim`'s step, so they should not be). Reads params sections `train` and
 `linear`.
 
-    python stages/nn_linear.py             # every path defaults to the pipeline's
+    dvc repro -s nn_linear  # dvc.yaml holds its command, every path in it
 """
 
 import torch
@@ -23,7 +23,8 @@ VARIANTS = {"basic_optim": BasicOptim, "torch_sgd": torch_sgd}
 
 
 def main() -> None:
-    args = cli.parser("nn_linear", __doc__).parse_args()
+    args = cli.parser("stages/nn_linear.py", __doc__, params=("train", "linear"),
+                      inputs=["tensors"], metrics=["metrics"], plots=["history"]).parse_args()
     params = load(args.params, "train", "linear")
     train, p = params["train"], params["linear"]
     device = setup(train.seed, train.device, "nn_linear")

@@ -7,7 +7,7 @@ and the book's accuracies (3s, 7s, their average) as metrics. It reads no params
 
 On the full MNIST (`--dataset mnist`) there are ten means, one per digit.
 
-    python stages/pixel_mean.py            # every path defaults to the pipeline's
+    dvc repro -s pixel_mean # dvc.yaml holds its command, every path in it
 """
 
 import torch
@@ -15,13 +15,13 @@ import torch
 from mnist_basics import cli
 from mnist_basics.data import load_sample
 from mnist_basics.pixel_mean import pixel_mean_result
-from mnist_basics.train import Clock, Paths, save_results
+from mnist_basics.train import Clock, Paths, cpu_threads, save_results
 
 
 def main() -> None:
-    args = cli.parser("pixel_mean", __doc__).parse_args()
+    args = cli.method_parser("pixel_mean", __doc__).parse_args()
     clock = Clock()
-    torch.set_num_threads(cli.cpu_threads("pixel_mean"))
+    torch.set_num_threads(cpu_threads("pixel_mean"))
     sample = load_sample(args.tensors)
     save_results(Paths.from_args(args), pixel_mean_result(sample, clock, args.dataset))
 

@@ -4,20 +4,18 @@ Reads every section of params.yaml and whatever the other stages have written so
 writes `reports/index.html` (one self-contained file: figures embedded, no network needed)
 and `reports/accuracy.csv`. A stage that has not run yet gets a note instead of its section.
 
-    python stages/report.py                # every path defaults to the pipeline's
-    python stages/report.py --out /tmp/report.html --accuracy-csv /tmp/accuracy.csv
+    dvc repro -s report     # dvc.yaml holds its command, every path in it
 """
 
 from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
-from mnist_basics.params import load
-from mnist_basics.pipeline import BY_NAME
+from mnist_basics.params import load, page_sections
 from mnist_basics.report import Inputs, accuracy_rows, build, load_run, parser, render
 
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    params = load(args.params, *BY_NAME["report"].params)  # the page shows each of them
+    params = load(args.params, *page_sections())  # the page shows each of them
     run = load_run(Inputs.from_args(args), params)
     page = render(build(run))  # everything that can fail, before anything is written
     write_csv(args.accuracy_csv, accuracy_rows(run))

@@ -8,8 +8,8 @@ bfloat16 autocast on channels_last tensors. Besides the outputs every training s
 
 On the full MNIST (`--dataset mnist`) it has ten outputs (params `mnist.resnet18`).
 
-    python stages/resnet18.py              # every path defaults to the pipeline's
-    python stages/resnet18.py --params my_params.yaml --metrics /tmp/resnet18.json
+    dvc repro -s resnet18   # dvc.yaml holds its command, every path in it
+    python stages/resnet18.py --params my_params.yaml ...   # the same, other params
 """
 
 from mnist_basics import cli
@@ -19,7 +19,7 @@ from mnist_basics.train import Paths, save_results
 
 
 def main() -> None:
-    args = cli.parser("resnet18", __doc__).parse_args()
+    args = cli.method_parser("resnet18", __doc__).parse_args()
     params = load_for(args.params, args.dataset, "train", "resnet18")
     save_results(Paths.from_args(args), train_resnet18(params, args.tensors, args.dataset))
 

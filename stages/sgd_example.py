@@ -6,7 +6,7 @@ examples with the project's own functions. Writes the data, the params, predicti
 at every step (the report draws the chapter's four panels from them), the loss and params
 per step as a plot, and the small examples as metrics. Reads params section `sgd_example`.
 
-    python stages/sgd_example.py           # every path defaults to the pipeline's
+    dvc repro -s sgd_example # dvc.yaml holds its command, every path in it
 """
 
 import torch
@@ -15,12 +15,14 @@ from mnist_basics import cli
 from mnist_basics.artifacts import save_tensors, write_csv, write_json
 from mnist_basics.params import load
 from mnist_basics.sgd_example import curves, gradients, mnist_loss_examples, sgd_example
+from mnist_basics.train import cpu_threads
 
 
 def main() -> None:
-    args = cli.parser("sgd_example", __doc__).parse_args()
+    args = cli.parser("stages/sgd_example.py", __doc__, params=("sgd_example",),
+                      outputs=["tensors"], metrics=["metrics"], plots=["steps"]).parse_args()
     p = load(args.params, "sgd_example")["sgd_example"]
-    torch.set_num_threads(cli.cpu_threads("sgd_example"))
+    torch.set_num_threads(cpu_threads("sgd_example"))
     run = sgd_example(p.seed, p.lr, p.steps)
     save_tensors(args.tensors, {**run, **{f"curve_{k}": v for k, v in curves().items()}})
     write_csv(args.steps, [{"step": i, "loss": round(loss, 4),

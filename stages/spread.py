@@ -6,8 +6,10 @@ The run is the chapter stage's own (the same function, params.yaml's values), wi
 (the accuracies and losses the chapter stage's metrics hold, and what was changed) and no
 checkpoint: `make spread` runs every seed and value in params.yaml `spread` and `sweep`.
 
-    python stages/spread.py mlp --seed 3 --out metrics/spread/mlp_seed3.json
-    python stages/spread.py mlp --seed 0 --set lr=0.05 --out metrics/sweep/value0.05_seed0.json
+    python stages/spread.py mlp --seed 3 --tensors data/mnist_sample.safetensors \
+        --out metrics/spread/mlp_seed3.json
+    python stages/spread.py mlp --seed 0 --set lr=0.05 --tensors data/mnist_sample.safetensors \
+        --out metrics/sweep/value0.05_seed0.json
 """
 
 import argparse
@@ -15,8 +17,8 @@ from pathlib import Path
 
 from mnist_basics import PipelineError, cli
 from mnist_basics.artifacts import write_json
-from mnist_basics.params import load, load_yaml
-from mnist_basics.pipeline import PARAMS, SPREAD_METHODS, TENSORS
+from mnist_basics.methods import TRAINED
+from mnist_basics.params import PARAMS, load, load_yaml
 
 
 def trainer(method: str):
@@ -44,13 +46,12 @@ def changes(pairs: list[str]) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="stages/spread.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("method", choices=SPREAD_METHODS)
+    ap.add_argument("method", choices=TRAINED)
     ap.add_argument("--seed", type=int, required=True, help="in place of train.seed")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="in place of a key of the method's section (repeatable)")
     ap.add_argument("--out", type=Path, required=True, metavar="PATH", help="written")
-    ap.add_argument("--tensors", type=Path, default=Path(TENSORS), metavar="PATH",
-                    help=f"read (default: {TENSORS})")
+    ap.add_argument("--tensors", type=Path, required=True, metavar="PATH", help="read")
     ap.add_argument("--params", type=Path, default=Path(PARAMS),
                     help="reads sections train and the method's (default: %(default)s)")
     args = ap.parse_args()

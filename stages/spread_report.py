@@ -4,23 +4,25 @@ Reads every run that params.yaml `spread` and `sweep` list (metrics/spread/, met
 and the chapter's own metrics, and writes `reports/spread.html`, `reports/spread.csv`,
 `reports/sweep.csv` and `metrics/spread.json` (mnist_basics/spread.py says what each holds).
 
-    python stages/spread_report.py         # every path defaults to the pipeline's
+    dvc repro spread/dvc.yaml:report       # spread/dvc.yaml holds its full command
 """
 
 from mnist_basics import cli, spread
 from mnist_basics.artifacts import read_json, write_csv, write_json, write_text
-from mnist_basics.params import load
-from mnist_basics.pipeline import SPREAD_BY_NAME, report_flag
-
-STAGE = SPREAD_BY_NAME["report"]
+from mnist_basics.params import SPREAD_SECTIONS, load
 
 
 def main() -> None:
-    args = cli.parser(STAGE, __doc__).parse_args()
-    params = {k: v.model_dump() for k, v in load(args.params, *STAGE.params).items()}
+    ap = cli.parser("stages/spread_report.py", __doc__, params=SPREAD_SECTIONS,
+                    inputs=["spread_runs", "sweep_runs"],
+                    kept=["out", "csv", "sweep_csv"], metrics=["metrics"])
+    cli.named_paths(ap)  # the chapter's own run of each method: --input mlp.metrics=PATH
+    args = ap.parse_args()
+    files = cli.by_stage(args.input)
+    cli.require(files, {m: ("metrics",) for m in spread.SPREAD_METHODS})
+    params = {k: v.model_dump() for k, v in load(args.params, *SPREAD_SECTIONS).items()}
     runs, sweep = spread.read_runs(args.spread_runs, args.sweep_runs, params)
-    chapter = {m: read_json(getattr(args, report_flag(m, "metrics")))
-               for m in spread.SPREAD_METHODS}
+    chapter = {m: read_json(files[m]["metrics"]) for m in spread.SPREAD_METHODS}
     summary = spread.summarise(runs, sweep, chapter)
     page = spread.render(spread=runs, sweep=sweep, summary=summary, params=params)
     write_csv(args.csv, runs)

@@ -1,6 +1,6 @@
 """Stage `stack`: decode every PNG into the chapter's stacked uint8 tensors.
 
-    python stages/stack.py        # --archive data/mnist_sample.tgz, writes the two files below
+    dvc repro -s stack            # --archive data/mnist_sample.tgz, writes the two files below
     python stages/stack.py --archive some.tgz --tensors x.safetensors --counts c.json
 
 The PNGs are read straight from the archive the download stage verified; nothing is extracted.
@@ -19,7 +19,8 @@ from mnist_basics.data import LAYOUTS, stack
 
 
 def main() -> None:
-    args = cli.parser("stack", __doc__).parse_args()
+    args = cli.parser("stages/stack.py", __doc__, datasets=True, inputs=["archive"],
+                      outputs=["tensors", "counts"]).parse_args()
     tensors, counts = stack(args.archive, LAYOUTS[args.dataset])
     save_tensors(args.tensors, tensors)
     write_json(args.counts, counts)

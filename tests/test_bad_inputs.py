@@ -36,7 +36,7 @@ import yaml
 from PIL import Image
 
 from mnist_basics.params import SECTIONS
-from mnist_basics.pipeline import BY_NAME, DATASETS, SAMPLE, SPREAD_BY_NAME, STAGES_OF, Stage
+from mnist_basics.pipeline import BY_NAME, DATASETS, SPREAD_BY_NAME, STAGES_OF, Stage
 from tests import harness
 from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, write_params
 
@@ -339,15 +339,17 @@ def prepare_outputs(root: Path, stage: Stage) -> None:
 
 @pytest.fixture
 def run_stage(tmp_path, monkeypatch, capsys):
-    """Run stages/<stage>.py in this process (the same code as a subprocess, no start-up cost),
-    in tmp_path, so that its default paths point there: (exit status, stderr)."""
+    """Run a stage's command in this process (the same code as a subprocess, no start-up
+    cost), in tmp_path, so that its relative paths point there: (exit status, stderr)."""
     monkeypatch.chdir(tmp_path)
     handler = signal.getsignal(signal.SIGTERM)
 
     def go(stage: str | Stage, *args: str) -> tuple[int, str]:
-        if isinstance(stage, Stage):  # its script, for its dataset
-            args = (*(["--dataset", stage.dataset] if stage.dataset != SAMPLE else []), *args)
-            stage = Path(stage.script).stem
+        if not isinstance(stage, Stage):
+            stage = BY_NAME[stage]
+        # Its command, every path relative to tmp_path; `args` come last, so they win.
+        args = (*stage.argv()[2:], *args)
+        stage = Path(stage.script).stem
         monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *args])
         try:
             runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")

@@ -24,6 +24,7 @@ from mnist_basics.digits_report import (
     confused_pairs,
     confusion,
     render_page,
+    stage_of,
 )
 from mnist_basics.params import load
 from tests.harness import ROOT
@@ -88,7 +89,7 @@ def write_inputs(root: Path, seed: int = 0) -> DigitsInputs:
     stage: real nearest-mean answers for the pixel mean, chosen ones for the trained models."""
     rng = np.random.default_rng(seed)
     stage = pipeline.BY_DATASET[DATASET]["report"]
-    paths = {flag: root / path for flag, path in stage.inputs.items()}
+    paths = {flag.replace(".", "_"): root / path for flag, path in stage.inputs.items()}
     tx, ty = draw_digits(PER_DIGIT["train"], rng)
     vx, vy = draw_digits(PER_DIGIT["valid"], rng)
     save_tensors(paths["tensors"], {"train_x": tx, "train_y": ty, "valid_x": vx, "valid_y": vy})
@@ -289,9 +290,16 @@ def test_the_l1_paragraph_reads_its_figures_from_the_run(run, pages):
 
 # -- Inputs ----------------------------------------------------------------------------------
 def test_the_inputs_are_the_report_stages_flags():
-    """The stage passes each of its inputs by flag; DigitsInputs has a field for each."""
+    """The stage passes each of its inputs (`--input mlp.checkpoint=PATH`); DigitsInputs has a
+    field for each (`mlp_checkpoint`), and the page's hints name the stages as the engines do."""
     stage = pipeline.BY_DATASET[DATASET]["report"]
-    assert {f.name for f in fields(DigitsInputs)} == set(stage.inputs)
+    assert {f.name for f in fields(DigitsInputs)} == {k.replace(".", "_") for k in stage.inputs}
+    mlp, stack = (pipeline.BY_DATASET[DATASET][s] for s in ("mlp", "stack"))
+    assert stage_of("mlp_metrics") == f"dvc repro {mlp.address}, or snakemake {mlp.rule}"
+    assert stage_of("counts") == f"dvc repro {stack.address}, or snakemake {stack.rule}"
+    chapter = pipeline.BY_NAME["mlp"]
+    assert stage_of("sample_mlp_metrics") == (f"dvc repro {chapter.address}, "
+                                              f"or snakemake {chapter.rule}")
 
 
 @pytest.mark.parametrize("field, stage", [("linear_predictions", "mnist/dvc.yaml:linear"),

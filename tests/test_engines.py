@@ -48,15 +48,34 @@ def test_committed_dvc_yaml_is_generated_from_the_definition():
     assert sh("python", "-m", "mnist_basics.pipeline", "--check").returncode == 0
 
 
-def test_every_command_is_just_the_script():
-    """dvc.yaml reads at a glance: each path is the script's default, listed once in deps/outs."""
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert {name: d["cmd"] for name, d in dvc.items()} == {
-        s.name: f"python stages/{s.name}.py" for s in STAGES}
-    # Another dataset's copy names its dataset, and that is all.
+def command_paths(cmd: str) -> list[str]:
+    """The paths a stage's command passes: after each `--flag`, in each `--input NAME=PATH`."""
+    words = cmd.split()
+    return [value.partition("=")[2] if flag == "--input" else value
+            for flag, value in zip(words, words[1:], strict=False)
+            if flag.startswith("--") and flag not in ("--dataset", "--seed", "--set")]
+
+
+@pytest.mark.parametrize("dvc_yaml", ["dvc.yaml", "mnist/dvc.yaml", "spread/dvc.yaml"])
+def test_every_command_names_every_file_its_stage_reads_and_writes(dvc_yaml):
+    """DVC's convention: the command passes each path, and deps, outs, metrics and plots list
+    the same paths, so a reader sees every input and output as text, and no script needs the
+    definition to find them."""
+    for name, d in yaml.safe_load((ROOT / dvc_yaml).read_text())["stages"].items():
+        assert d["cmd"].split()[:2] == ["python", d["deps"][0]], name
+        declared = [p for p in d["deps"] if not p.startswith(("stages/", "mnist_basics/"))]
+        for kind in ("outs", "metrics", "plots"):
+            declared += [next(iter(p)) if isinstance(p, dict) else p for p in d.get(kind, [])]
+        assert sorted(command_paths(d["cmd"])) == sorted(declared), name
+    # Another dataset's copy of a stage is the chapter's script, with its dataset named.
     mnist = yaml.safe_load((ROOT / "mnist/dvc.yaml").read_text())["stages"]
-    assert {name: d["cmd"] for name, d in mnist.items()} == {
-        s.name: f"python {s.script} --dataset mnist" for s in MNIST_STAGES}
+    assert all(" --dataset mnist " in d["cmd"] for d in mnist.values())
+
+
+def test_no_stage_script_imports_the_definition():
+    """Editing pipeline.py reruns nothing: no stage depends on it, nor on the engines' code."""
+    for s in [*STAGES, *MNIST_STAGES, *SPREAD]:
+        assert not {"mnist_basics/pipeline.py", "mnist_basics/bridge.py"} & set(s.deps), s.name
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +338,60 @@ def test_dvc_repro_leaves_snakemake_nothing_to_do_and_param_edits_rerun_only_dep
     assert snakemake_plan(project) == {"resnet18", "report"}
     sh(*SNAKEMAKE, cwd=project)
     assert dvc_changed(project) == set()
+
+
+# A stage a user adds: its script, and its entry at the end of the definition.
+EXTRA_SCRIPT = """import argparse, pathlib
+ap = argparse.ArgumentParser()
+ap.add_argument("--tensors", type=pathlib.Path)
+ap.add_argument("--out", type=pathlib.Path)
+a = ap.parse_args()
+a.out.write_text(f"{a.tensors.stat().st_size}\\n")
+"""
+EXTRA_STAGE = """
+STAGES.append(Stage(name="extra", inputs={"tensors": TENSORS},
+                    outputs={"out": "data/extra.txt"}, code=["mnist_basics/__init__.py"]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["snakemake", "dvc"])
+def test_edits_to_the_definition_rerun_only_what_they_change(project, engine):
+    """A comment reruns nothing, a new stage runs alone, a moved output reruns its stage and
+    its dependants: under either engine, and the other agrees."""
+    def run() -> set[str]:
+        if engine == "snakemake":
+            r = sh(*SNAKEMAKE, cwd=project)
+            return ran(r.stdout + r.stderr)
+        out = sh("dvc", "repro", cwd=project).stdout
+        return set(re.findall(r"^Running stage '(\w+)'", out, re.M))
+
+    def plans() -> tuple:
+        return snakemake_plan(project), dvc_changed(project)
+
+    def edit(old: str, new: str) -> None:
+        definition = project / "mnist_basics/pipeline.py"
+        text = definition.read_text()
+        assert old in text
+        definition.write_text(text.replace(old, new))
+        sh("python", "-m", "mnist_basics.pipeline", cwd=project)  # make dvc.yaml
+
+    run()
+    assert plans() == (set(), set())
+    edit('"""The pipeline\'s one definition', '# A comment.\n"""The pipeline\'s one definition')
+    assert plans() == (set(), set())
+
+    (project / "stages/extra.py").write_text(EXTRA_SCRIPT)
+    edit("\n# -- The spread:", EXTRA_STAGE + "\n# -- The spread:")
+    assert plans() == ({"extra"}, {"extra"})
+    assert run() == {"extra"}
+    assert plans() == (set(), set())
+
+    edit('"steps": "metrics/sgd_example.csv"', '"steps": "metrics/sgd_example_steps.csv"')
+    assert plans() == ({"sgd_example", "report"}, {"sgd_example", "report"})
+    assert run() == {"sgd_example", "report"}
+    assert plans() == (set(), set())
+    assert (project / "metrics/sgd_example_steps.csv").is_file()
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import yaml
 
 from mnist_basics.download import download
 from mnist_basics.params import load
-from mnist_basics.pipeline import ARCHIVE, STAGES, WALL_CLOCK
+from mnist_basics.pipeline import ARCHIVE, BY_NAME, STAGES, WALL_CLOCK
 from tests.harness import (
     ROOT,
     borrow_venv,
@@ -108,7 +108,7 @@ def test_the_page_of_a_fresh_run_tells_wall_clock_figures_from_edits(fresh_clone
     with open(fresh_clone / "README.md", "a") as f:
         f.write("\nA note of mine.\n")
     env = {**engine_env(), "PYTHONPATH": str(fresh_clone)}
-    sh("python", "stages/report.py", cwd=fresh_clone, env=env)
+    sh("sh", "-c", BY_NAME["report"].cmd, cwd=fresh_clone, env=env)  # as dvc.yaml runs it
     html = (fresh_clone / "reports/index.html").read_text()
     summary = re.search(r'<td id="git-dirty">(.*?)</td>', html, re.S).group(1)
     assert summary.startswith("yes") and "<code>README.md</code>" in summary

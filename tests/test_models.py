@@ -187,7 +187,7 @@ def test_stage_help(name):
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0
     assert f"sections train, {name}" in r.stdout
-    assert f"default: models/{name}.safetensors" in r.stdout
+    assert "--checkpoint PATH" in r.stdout and "dvc.yaml" in r.stdout  # where its command is
 
 
 # -- The real data ---------------------------------------------------------------------------
