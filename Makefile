@@ -60,8 +60,11 @@ test-deps:  ## install the Debian packages the tests use: Chromium; OpenSSH's se
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends openssh-server slurmctld slurmd slurm-client munge; }
 
-test: $(STAMP) test-deps  ## run every test, slow ones included
-	pytest
+# Test files run side by side, each file in one worker (its module-wide servers and copies
+# stay its own): most of the slow ones wait on engines, servers, Slurm and the browser.
+TEST_WORKERS ?= 2
+test: $(STAMP) test-deps  ## run every test, slow ones included (TEST_WORKERS=2 files at a time)
+	pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 test-fast: $(STAMP)  ## run the tests that take seconds
 	pytest -m "not slow and not browser"
