@@ -69,13 +69,13 @@ test: $(STAMP) test-deps  ## run every test, slow ones included (TEST_WORKERS=2 
 test-fast: $(STAMP)  ## run the tests that take seconds
 	pytest -m "not slow and not browser"
 
-lint: $(STAMP)  ## ruff, and check that dvc.yaml and the README's tables are current
+lint: $(STAMP)  ## ruff, and check that the dvc.yaml files, rules/*.smk and the README's tables are current
 	ruff check .
-	python -m mnist_basics.pipeline --check
+	python -m mnist_basics.engines --check
 	python -m mnist_basics.readme --check
 
-dvc.yaml: $(STAMP)  ## regenerate dvc.yaml from mnist_basics/pipeline.py
-	python -m mnist_basics.pipeline
+dvc.yaml: $(STAMP)  ## regenerate the dvc.yaml files and rules/*.smk from mnist_basics/pipeline.py
+	python -m mnist_basics.engines
 
 bench: $(STAMP)  ## time the pipeline; writes bench/results.json
 	python bench/run.py

@@ -37,7 +37,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mnist_basics.params import load_yaml
-from mnist_basics.pipeline import PARAMS, Stage, lookup
+from mnist_basics.pipeline import (
+    DATASETS,
+    PARAMS,
+    SPREAD_BY_NAME,
+    Stage,
+    dataset_stages,
+    lookup,
+    spread_jobs,
+)
 
 BUSY = ("another DVC process (a `dvc repro`?) is working in this project; wait for it to "
         "finish, then run again")
@@ -67,6 +75,41 @@ def params_changed(stage: Stage, params: Mapping[str, Mapping], lock: Mapping) -
         return False
     recorded = lock.get(stage.name, {}).get("params", {}).get(PARAMS)
     return recorded != params_of(stage, params)
+
+
+class Jobs:
+    """Every concrete stage of every dvc.yaml at these params, and dvc.lock's record of each:
+    what the Snakefile's rules run (rules/bridge.smk)."""
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self.values = values
+        self.all = [*dataset_stages(DATASETS), *spread_jobs(values)]
+        self._by_address = {j.address: j for j in self.all}
+        self._locks = {f: read_lock(f.replace(".yaml", ".lock"))
+                       for f in dict.fromkeys(j.dvcfile for j in self.all)}
+
+    def job(self, address: str, wildcards: Mapping[str, object]) -> Stage:
+        """The concrete stage a rule runs: `spread/dvc.yaml:mlp` with seed 3 is `...:mlp@3`."""
+        if address in self._by_address:
+            return self._by_address[address]
+        matrix = SPREAD_BY_NAME[address.rpartition(":")[2]].matrix
+        return self._by_address[f"{address}@{'-'.join(str(wildcards[k]) for k in matrix)}"]
+
+    def params_changed(self, address: str, wildcards: Mapping[str, object]) -> bool:
+        job = self.job(address, wildcards)
+        return params_changed(job, self.values, self._locks[job.dvcfile])
+
+    def params_yaml(self, address: str):
+        """A rule's input function: params.yaml while its stage's sections differ from
+        dvc.lock's (rule 2), else nothing."""
+        return lambda wildcards: [PARAMS] if self.params_changed(address, wildcards) else []
+
+    def value(self, key: str) -> object:
+        """A validated value of params.yaml: `value("spread.seeds")`."""
+        return lookup(self.values, key)
+
+    def outputs(self) -> list[str]:
+        return [p for j in self.all for p in j.all_outputs]
 
 
 class DvcLocks:
@@ -120,6 +163,12 @@ def commit(names: list[str]) -> None:
     if names:
         subprocess.run(["dvc", "commit", "--force", "--quiet", "--no-relink", *names],
                        check=True)
+
+
+def finish(locks: DvcLocks, jobs: Jobs, since: float) -> None:
+    """A Snakemake run's end, failed or not: release DVC's locks, then record what it made."""
+    locks.release()
+    commit(completed(jobs.all, since))
 
 
 def started() -> float:

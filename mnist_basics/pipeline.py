@@ -1,10 +1,9 @@
 """The pipeline's one definition: every stage, its script, inputs, params and outputs.
 
-Both engines read this list and nothing else:
-- `dvc.yaml` is generated from it (`make dvc.yaml`, i.e. `python -m mnist_basics.pipeline`),
-  committed, and checked to be current by `tests/test_engines.py`;
-- the `Snakefile` builds one rule per stage from it (`mnist_basics/bridge.py` keeps the two
-  engines in one state).
+Both engines read this list and nothing else: `mnist_basics/engines.py` writes each dvc.yaml
+and each Snakemake rule file (rules/*.smk) from it (`make dvc.yaml`); they are committed, and
+`make lint` checks that they are current. `mnist_basics/bridge.py` keeps the two engines in
+one state.
 
 Every path a stage reads or writes is named once here, and reaches its script through the
 command (DVC's own convention): `python stages/mlp.py --tensors data/... --checkpoint ...`.
@@ -23,18 +22,14 @@ run: `SPREAD` generates `spread/dvc.yaml`, where each trained method runs once p
 params.yaml `spread.seeds` (DVC's `matrix`; Snakemake's `{seed}` wildcard), the sweep once
 per value and seed, and one stage gathers them into `reports/spread.html`.
 
-Run `python -m mnist_basics.pipeline --check` to verify that both dvc.yaml files match.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from mnist_basics.methods import (
     EXTRA_PLOTS,
@@ -529,134 +524,3 @@ def snakemake_inputs(stage: Stage, params: dict) -> list[str]:
     for flag, path in stage.inputs.items():
         paths += gathered.get(flag, [path])
     return paths
-
-
-def _dvc(text: str, matrix: dict[str, str]) -> str:
-    """A template in DVC's syntax: `{seed}` -> `${item.seed}`, `{sweep.key}` -> `${sweep.key}`."""
-    return fill_placeholders(text, lambda k: f"${{item.{k}}}" if k in matrix else f"${{{k}}}")
-
-
-class Folded(tuple):
-    """A command that dvc.yaml shows one path per line, as a folded block (`cmd: >-`)."""
-
-
-def dump_yaml(doc: dict) -> str:
-    """YAML as DVC reads it; each Folded value a `>-` block, whose lines YAML joins with one
-    space, so DVC runs exactly the one-line command."""
-    folded: dict[str, Folded] = {}
-
-    def mark(value):
-        if isinstance(value, Folded):
-            folded[f"FOLDED{len(folded)}"] = value
-            return f"FOLDED{len(folded) - 1}"
-        if isinstance(value, dict):
-            return {k: mark(v) for k, v in value.items()}
-        return value
-
-    text = yaml.safe_dump(mark(doc), sort_keys=False, width=1000)
-    for key, lines in folded.items():
-        text = re.sub(rf"^( *)(\w+): {key}$",
-                      lambda m, lines=lines: f"{m[1]}{m[2]}: >-\n" + "\n".join(
-                          f"{m[1]}  {line}" for line in lines), text, count=1, flags=re.M)
-    return text
-
-
-def dvc_stages(stages: list[Stage] = STAGES) -> dict:
-    """The `stages:` mapping of a dvc.yaml."""
-    out = {}
-    for s in stages:
-        d: dict = {}
-        if s.matrix:
-            d["matrix"] = {k: f"${{{v}}}" for k, v in s.matrix.items()}
-        if s.dvcfile != "dvc.yaml":
-            d["wdir"] = "/".join(".." for _ in Path(s.dvcfile).parent.parts)
-        lines = [_dvc(line, s.matrix) for line in s.cmd_lines]
-        d["cmd"] = Folded(lines) if len(lines) > 2 else " ".join(lines)
-        d["deps"] = [_dvc(p, s.matrix) for p in s.deps]
-        if s.params:
-            d["params"] = [_dvc(p, s.matrix) for p in s.params]
-        if s.outputs:
-            d["outs"] = list(s.outputs.values())
-        if s.kept:
-            d.setdefault("outs", []).extend({_dvc(p, s.matrix): {"cache": False}}
-                                            for p in s.kept.values())
-        if s.metrics:
-            d["metrics"] = [{p: {"cache": False}} for p in s.metrics.values()]
-        if s.plots:
-            d["plots"] = []
-            for p in s.plots.values():
-                props: dict = {"cache": False}
-                if p in s.plot_axes:
-                    props["x"], props["y"] = s.plot_axes[p]
-                d["plots"].append({p: props})
-        out[s.name] = d
-    return out
-
-
-HEADER = """\
-# GENERATED from mnist_basics/pipeline.py by `make dvc.yaml`: edit that file, not this one.
-# The Snakefile builds its rules from the same definition. Each command passes every path
-# its stage reads and writes; `python stages/<stage>.py --help` lists the flags.
-"""
-
-
-SPREAD_HEADER = """\
-# GENERATED from mnist_basics/pipeline.py (SPREAD) by `make dvc.yaml`: edit that file.
-# `make spread`, not `make run`: each trained method once per seed of params.yaml
-# `spread.seeds`, the sweep once per value and seed, then reports/spread.html. Paths are
-# relative to the project root (wdir); the values come from ../params.yaml.
-"""
-
-
-def render_dvc_yaml() -> str:
-    body = dump_yaml({"stages": dvc_stages()})
-    return HEADER + body
-
-
-DATASET_HEADER = """\
-# GENERATED from mnist_basics/pipeline.py (chapter_stages) by `make dvc.yaml`: edit that file.
-# The chapter's stages on the {dataset} dataset: `dvc repro {dvcfile}`, or list {dataset} in
-# params.yaml `datasets`. Paths are relative to the project root (wdir).
-"""
-
-
-def render_dataset_dvc_yaml(dataset: str) -> str:
-    body = dump_yaml({"stages": dvc_stages(STAGES_OF[dataset])})
-    return DATASET_HEADER.format(dataset=dataset, dvcfile=dvcfile(dataset)) + body
-
-
-def render_spread_dvc_yaml() -> str:
-    body = dump_yaml({"vars": ["../" + PARAMS], "stages": dvc_stages(SPREAD)})
-    return SPREAD_HEADER + body
-
-
-def generated_file_main(argv: list[str] | None, files: dict[Path, object], target: str) -> int:
-    """The command line of generated files: write each `render()` to its path, or with --check
-    exit 1 when one differs (`make lint` and the tests check the dvc.yaml files and README)."""
-    names = ", ".join(str(p.relative_to(ROOT)) for p in files)
-    ap = argparse.ArgumentParser(description=f"regenerate {names} (make {target})")
-    ap.add_argument("--check", action="store_true", help=f"exit 1 if {names} is out of date")
-    args = ap.parse_args(argv)
-    stale = False
-    for path, render in files.items():
-        text = render()
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                print(f"{path.relative_to(ROOT)} is out of date: run `make {target}`",
-                      file=sys.stderr)
-                stale = True
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return int(stale)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return generated_file_main(argv, {
-        DVC_YAML: render_dvc_yaml, SPREAD_DVC_YAML: render_spread_dvc_yaml,
-        **{ROOT / dvcfile(d): (lambda d=d: render_dataset_dvc_yaml(d))
-           for d in DATASETS if d != SAMPLE}}, "dvc.yaml")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from mnist_basics.pipeline import ROOT, SPREAD_METRICS, generated_file_main, metrics
+from mnist_basics.engines import generated_file_main
+from mnist_basics.pipeline import ROOT, SPREAD_METRICS, metrics
 
 README = ROOT / "README.md"
 BENCH = ROOT / "bench/results.json"

@@ -263,7 +263,7 @@ def dvc_changed(proj: Path, env: dict | None = None, *targets: str) -> set[str]:
 
 def ran(log: str) -> set[str]:
     """The stages a Snakemake log or plan shows as jobs (not the target rules)."""
-    targets = {"all", "spread", *(d for d in DATASETS if d != SAMPLE)}
+    targets = {"all", "chapter", "spread", *(d for d in DATASETS if d != SAMPLE)}
     return set(re.findall(r"^(?:local)?rule (\w+):$", log, re.M)) - targets
 
 

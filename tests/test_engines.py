@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from mnist_basics import bridge
+from mnist_basics.engines import files, render_dvc_yaml
 from mnist_basics.pipeline import (
     BY_NAME,
     DATASETS,
@@ -26,7 +27,6 @@ from mnist_basics.pipeline import (
     STAGES_OF,
     WALL_CLOCK,
     dvcfile,
-    render_dvc_yaml,
 )
 from tests.harness import (
     ROOT,
@@ -45,7 +45,10 @@ from tests.harness import (
 
 def test_committed_dvc_yaml_is_generated_from_the_definition():
     assert (ROOT / "dvc.yaml").read_text() == render_dvc_yaml()
-    assert sh("python", "-m", "mnist_basics.pipeline", "--check").returncode == 0
+    assert sh("python", "-m", "mnist_basics.engines", "--check").returncode == 0
+    # Every dvc.yaml and its Snakemake rule file, each as the definition writes it.
+    assert {p.relative_to(ROOT).as_posix(): p.read_text() for p in files()} == {
+        p.relative_to(ROOT).as_posix(): render() for p, render in files().items()}
 
 
 def command_paths(cmd: str) -> list[str]:
@@ -374,7 +377,7 @@ def test_edits_to_the_definition_rerun_only_what_they_change(project, engine):
         text = definition.read_text()
         assert old in text
         definition.write_text(text.replace(old, new))
-        sh("python", "-m", "mnist_basics.pipeline", cwd=project)  # make dvc.yaml
+        sh("python", "-m", "mnist_basics.engines", cwd=project)  # make dvc.yaml
 
     run()
     assert plans() == (set(), set())

@@ -22,8 +22,8 @@ LAYERS = {  # lowest first
     "data": {"data", "download", "params", "prepare"},
     # the chapter's losses, optimizer, loop and metrics, and each method's model
     "chapter": {"train", "models", "pixel_mean", "resnet", "sgd_example"},
-    # the stage catalogue, the stage command line, the engines' bridge, the remotes
-    "pipeline": {"cli", "pipeline", "bridge", "remote"},
+    # the stage catalogue, the stage command line, the engines' files and bridge, the remotes
+    "pipeline": {"cli", "pipeline", "engines", "bridge", "remote"},
     # the pages, their strings, predict, the README's tables, `python -m mnist_basics`
     "pages": {"i18n", "report", "digits_report", "spread", "try_it", "predict", "readme",
               "__main__"},

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from mnist_basics import PipelineError, spread
+from mnist_basics.engines import render_spread_dvc_yaml
 from mnist_basics.pipeline import (
     SPREAD,
     SPREAD_METHODS,
-    render_spread_dvc_yaml,
     spread_jobs,
     spread_run,
     sweep_run,
