@@ -61,10 +61,11 @@ test-deps:  ## install the Debian packages the tests use: Chromium; OpenSSH's se
 	    --no-install-recommends openssh-server slurmctld slurmd slurm-client munge; }
 
 # Test files run side by side, each file in one worker (its module-wide servers and copies
-# stay its own): most of the slow ones wait on engines, servers, Slurm and the browser.
-TEST_WORKERS ?= 2
-test: $(STAMP) test-deps  ## run every test, slow ones included (TEST_WORKERS=2 files at a time)
-	pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
+# stay its own), the slowest first (tests/conftest.py): most of the slow ones wait on
+# engines, servers, Slurm and the browser, so three workers share two cores well.
+TEST_WORKERS ?= 3
+test: $(STAMP) test-deps  ## run every test, slow ones included (TEST_WORKERS files at a time)
+	pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
 
 test-fast: $(STAMP)  ## run the tests that take seconds
 	pytest -m "not slow and not browser"
