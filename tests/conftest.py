@@ -22,7 +22,6 @@ from tests.harness import (
     tiny_project,
 )
 
-
 # The files that take minutes, longest first (`make test` prints --durations): run first, so
 # that workers side by side (pytest-xdist, one file each) finish together.
 SLOWEST_FIRST = ("test_engines.py", "test_mnist.py", "test_faults.py", "test_slurm.py",
