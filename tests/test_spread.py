@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -246,6 +247,13 @@ def queue_workers(proj: Path) -> list[int]:
     return pids
 
 
+def unfinished_logs(proj: Path, env: dict, status: str) -> str:
+    """`dvc queue logs` of each experiment that did not succeed, for the failure message."""
+    names = re.findall(r"^(\S+)\s.*\b(?:Queued|Running|Failed)\b", status, re.M)
+    return "".join(sh("dvc", "queue", "logs", n, cwd=proj, env=env, check=False).stdout
+                   for n in names if n != "Task")
+
+
 @pytest.mark.slow
 def test_dvc_queue_runs_a_two_by_two_grid(tiny):
     """The README's route: `dvc exp run --queue -S ...`, `dvc queue start -j 2`, `dvc exp show`."""
@@ -257,14 +265,19 @@ def test_dvc_queue_runs_a_two_by_two_grid(tiny):
     sh("dvc", "exp", "run", "--queue", "-S", "mlp.lr=0.1,0.2", "-S", "train.seed=1,2",
        cwd=proj, env=env)
     try:
-        sh("dvc", "queue", "start", "-j", "2", cwd=proj, env=env)
+        # The workers are daemons that inherit `start`'s stdout: capturing it would wait for
+        # them all, past any deadline. The log file keeps what they say; status says the rest.
+        with (root / "queue-start.log").open("w") as log:
+            subprocess.run(("dvc", "queue", "start", "-j", "2"), cwd=proj, check=True,
+                           env={**env, "PYTHONPATH": str(proj)}, stdout=log, stderr=log,
+                           timeout=120)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             status = sh("dvc", "queue", "status", cwd=proj, env=env).stdout
             if not re.search(r"\b(Queued|Running)\b", status):
                 break
             time.sleep(3)
-        assert status.count("Success") == 4, status
+        assert status.count("Success") == 4, status + unfinished_logs(proj, env, status)
     finally:
         sh("dvc", "queue", "stop", cwd=proj, env=env, check=False)
     rows = sh("dvc", "exp", "show", "--csv", "--drop", ".*", "--keep",
