@@ -36,10 +36,9 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from mnist_basics.params import load_yaml
+from mnist_basics.params import PARAMS, load_yaml
 from mnist_basics.pipeline import (
     DATASETS,
-    PARAMS,
     SPREAD_BY_NAME,
     Stage,
     dataset_stages,

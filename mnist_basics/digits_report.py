@@ -18,33 +18,39 @@ raised before anything is written.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
-from mnist_basics.cli import by_stage, require
 from mnist_basics.data import MNIST, SIZE
-from mnist_basics.i18n import N_, language, ngettext
+from mnist_basics.figures import (
+    accuracy_chart,
+    class_weights_chart,
+    history_chart,
+    means_figures,
+    nearest_chart,
+    pair_examples,
+    samples_figure,
+    steps_chart,
+)
+from mnist_basics.i18n import N_, language
 from mnist_basics.i18n import gettext as _
 from mnist_basics.methods import METHODS, TRAINED, flags
-from mnist_basics.report import (
+from mnist_basics.page import (
     TITLES,
-    Figure,
-    _canvas,
-    _chart,
-    _picture,
+    Inputs,
+    confusion,
+    confusion_table,
     environment,
-    history_chart,
-    ink,
     key_params,
-    montage,
     page_language,
     read_arrays,
+    read_counts,
     read_rows,
+    wall_times,
 )
 
 if TYPE_CHECKING:
@@ -78,11 +84,11 @@ PAIRS_SHOWN = 5  # the most-confused (true, predicted) pairs of each method
 EXAMPLES_SHOWN = 8  # digits shown per pair, the most confident first
 SAMPLES_SHOWN = 12  # training digits per class in the data section
 NEEDS = {  # what the page reads from each safetensors input (other tensors are ignored)
-    "tensors": {"train_x", "train_y", "valid_x", "valid_y"},
-    "pixel_mean_checkpoint": {"means"},
-    "linear_checkpoint": {"weights"},
-    "pixel_mean_predictions": {"pred", "pred_rmse", "dist_l1", "dist_rmse"},
-    **{f"{m}_predictions": {"pred", "probs"} for m in TRAINED},
+    "stack.tensors": {"train_x", "train_y", "valid_x", "valid_y"},
+    "pixel_mean.checkpoint": {"means"},
+    "linear.checkpoint": {"weights"},
+    "pixel_mean.predictions": {"pred", "pred_rmse", "dist_l1", "dist_rmse"},
+    **{f"{m}.predictions": {"pred", "probs"} for m in TRAINED},
 }
 HISTORY_COLUMNS = ("epoch", "train_loss", "valid_loss", "valid_accuracy")
 STEPS_COLUMNS = ("step", "lr", "loss")
@@ -100,87 +106,46 @@ SECTIONS = {  # id -> heading, in the page's order (in English: the page transla
 
 # -- Inputs ----------------------------------------------------------------------------------
 READS = {  # `--input stage.flag=PATH`: every method's outputs, and the chapter's metrics
+    "stack": ("tensors", "counts"),
     **{m: flags(m) for m in METHODS},
     **{f"sample_{m}": ("metrics",) for m in METHODS},
 }
 
 
-@dataclass(frozen=True)
-class DigitsInputs:
-    """Every file the page reads; each field is the report stage's flag of the same name
-    (`--pixel-mean-checkpoint`). `sample_*_metrics` are the chapter's MNIST_SAMPLE metrics."""
-
-    tensors: Path
-    counts: Path
-    pixel_mean_checkpoint: Path
-    pixel_mean_model_card: Path
-    pixel_mean_predictions: Path
-    pixel_mean_metrics: Path
-    pixel_mean_history: Path
-    pixel_mean_timing: Path
-    linear_checkpoint: Path
-    linear_model_card: Path
-    linear_predictions: Path
-    linear_metrics: Path
-    linear_history: Path
-    linear_timing: Path
-    mlp_checkpoint: Path
-    mlp_model_card: Path
-    mlp_predictions: Path
-    mlp_metrics: Path
-    mlp_history: Path
-    mlp_timing: Path
-    resnet18_checkpoint: Path
-    resnet18_model_card: Path
-    resnet18_predictions: Path
-    resnet18_metrics: Path
-    resnet18_history: Path
-    resnet18_timing: Path
-    resnet18_steps: Path
-    sample_pixel_mean_metrics: Path
-    sample_linear_metrics: Path
-    sample_mlp_metrics: Path
-    sample_resnet18_metrics: Path
-
-    @classmethod
-    def from_args(cls, args) -> DigitsInputs:
-        """The plain flags (`--tensors`), and each `--input mlp.checkpoint=PATH` as the field
-        `mlp_checkpoint`."""
-        files = by_stage(args.input)
-        require(files, READS)
-        given = {"tensors": args.tensors, "counts": args.counts,
-                 **{f"{stage}_{flag}": path for stage, paths in files.items()
-                    for flag, path in paths.items()}}
-        return cls(**{f.name: Path(given[f.name]) for f in fields(cls)})
-
-    def of(self, method: str, kind: str) -> Path:
-        return getattr(self, f"{method}_{kind}")
+def read_inputs(args) -> Inputs:
+    """The page's inputs, from its stage's `--input stage.flag=PATH`s. Each is named here by
+    its key, `mlp.checkpoint`; `sample_mlp.metrics` are the chapter's MNIST_SAMPLE metrics."""
+    return Inputs.from_args(args, READS)
 
 
-def stage_of(field: str) -> str:
-    """The stage that writes an input, as both engines name it: `dvc repro mnist/dvc.yaml:mlp`
-    or `snakemake mnist_mlp`; the chapter's own stage for MNIST_SAMPLE's metrics."""
-    if field.startswith("sample_"):
-        name = field.removeprefix("sample_").removesuffix("_metrics")
+def stage_of(key: str) -> str:
+    """The stage that writes an input (`mlp.metrics`), as both engines name it: `dvc repro
+    mnist/dvc.yaml:mlp` or `snakemake mnist_mlp`; the chapter's own for MNIST_SAMPLE's metrics."""
+    name = key.split(".")[0]
+    if name.startswith("sample_"):
+        name = name.removeprefix("sample_")
         return f"dvc repro {name}, or snakemake {name}"
-    name = "stack" if field in ("tensors", "counts") else next(
-        m for m in METHODS if field.startswith(f"{m}_"))
     return f"dvc repro {DVCFILE}:{name}, or snakemake {DATASET}_{name}"
 
 
-def _path(inputs: DigitsInputs, field: str) -> Path:
-    path = Path(getattr(inputs, field))
+def _file(inputs: Inputs, key: str) -> Path:
+    stage, flag = key.split(".")
+    return Path(inputs.files[stage][flag])
+
+
+def _path(inputs: Inputs, field: str) -> Path:
+    path = _file(inputs, field)
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the stage that writes it first "
                             f"({stage_of(field)})")
     return path
 
 
-def _refuse(inputs: DigitsInputs, field: str, why: str) -> PipelineError:
-    return PipelineError(f"{getattr(inputs, field)}: {why}; rerun its stage ({stage_of(field)})")
+def _refuse(inputs: Inputs, field: str, why: str) -> PipelineError:
+    return PipelineError(f"{_file(inputs, field)}: {why}; rerun its stage ({stage_of(field)})")
 
 
-def _json(inputs: DigitsInputs, field: str, keys: Sequence[str] = ()) -> dict:
+def _json(inputs: Inputs, field: str, keys: Sequence[str] = ()) -> dict:
     data = read_json(_path(inputs, field))
     if not isinstance(data, dict):
         raise _refuse(inputs, field, "not a JSON object")
@@ -190,7 +155,7 @@ def _json(inputs: DigitsInputs, field: str, keys: Sequence[str] = ()) -> dict:
     return data
 
 
-def _rows(inputs: DigitsInputs, field: str, columns: Sequence[str]) -> list[dict]:
+def _rows(inputs: Inputs, field: str, columns: Sequence[str]) -> list[dict]:
     rows = read_rows(_path(inputs, field))
     if not rows:
         raise _refuse(inputs, field, "no rows")
@@ -200,7 +165,7 @@ def _rows(inputs: DigitsInputs, field: str, columns: Sequence[str]) -> list[dict
     return rows
 
 
-def _arrays(inputs: DigitsInputs, field: str) -> dict[str, np.ndarray]:
+def _arrays(inputs: Inputs, field: str) -> dict[str, np.ndarray]:
     arrays = read_arrays(_path(inputs, field), set(), "")  # refuses a file that is no tensors
     missing = sorted(NEEDS[field] - set(arrays))
     if missing:
@@ -229,22 +194,13 @@ class Digits:
     sample: dict[str, dict]  # the chapter's metrics, per method
 
 
-def read_counts(inputs: DigitsInputs) -> dict[str, dict[str, int]]:
-    """The stack stage's counts: {"training": {"0": 5923, ...}, "testing": {...}}."""
-    c = _json(inputs, "counts")
-    try:
-        return {s: {d: int(c[s][d]) for d in DIGITS} for s in MNIST.splits}
-    except (KeyError, TypeError, ValueError):
-        raise _refuse(inputs, "counts", "expected images per folder and digit, such as "
-                      '{"training": {"0": 5923, ...}, "testing": {...}}') from None
-
-
-def load(inputs: DigitsInputs) -> Digits:
+def load(inputs: Inputs) -> Digits:
     """Read every input, or fail naming the first that is missing or not what it should be."""
     import numpy as np
 
-    counts = read_counts(inputs)
-    tensors = _arrays(inputs, "tensors")
+    counts = read_counts(_path(inputs, "stack.counts"), MNIST,
+                         f"rerun its stage ({stage_of('stack.counts')})")
+    tensors = _arrays(inputs, "stack.tensors")
     y = tensors["valid_y"]
     n = len(y)
     for split, (xs, ys) in zip(MNIST.splits, [("train_x", "train_y"), ("valid_x", "valid_y")],
@@ -252,61 +208,61 @@ def load(inputs: DigitsInputs) -> Digits:
         got = np.bincount(tensors[ys], minlength=N_CLASSES)
         if tensors[xs].shape[1:] != (SIZE, SIZE) or len(got) != N_CLASSES or \
                 [int(v) for v in got] != [counts[split][d] for d in DIGITS]:
-            raise _refuse(inputs, "tensors", f"{ys} does not hold the {split} digits that "
-                          f"{inputs.counts} counts")
-    means = _arrays(inputs, "pixel_mean_checkpoint")["means"]
+            raise _refuse(inputs, "stack.tensors", f"{ys} does not hold the {split} digits that "
+                          f"{_file(inputs, 'stack.counts')} counts")
+    means = _arrays(inputs, "pixel_mean.checkpoint")["means"]
     if means.shape != (N_CLASSES, SIZE, SIZE):
-        raise _refuse(inputs, "pixel_mean_checkpoint",
+        raise _refuse(inputs, "pixel_mean.checkpoint",
                       f"means has shape {list(means.shape)}, not [10, 28, 28]")
-    weights = _arrays(inputs, "linear_checkpoint")["weights"]
+    weights = _arrays(inputs, "linear.checkpoint")["weights"]
     if weights.shape != (SIZE * SIZE, N_CLASSES):
-        raise _refuse(inputs, "linear_checkpoint",
+        raise _refuse(inputs, "linear.checkpoint",
                       f"weights has shape {list(weights.shape)}, not [784, 10]")
     for m in ("mlp", "resnet18"):  # their weights draw nothing: only there, in their turn
-        _path(inputs, f"{m}_checkpoint")
+        _path(inputs, f"{m}.checkpoint")
     cards, predictions, metrics, history, timing, sample = {}, {}, {}, {}, {}, {}
     for m in METHODS:
-        cards[m] = _json(inputs, f"{m}_model_card", ["labels"])
+        cards[m] = _json(inputs, f"{m}.model_card", ["labels"])
         if cards[m]["labels"] != list(DIGITS):
-            raise _refuse(inputs, f"{m}_model_card",
+            raise _refuse(inputs, f"{m}.model_card",
                           f"a model of the labels {cards[m]['labels']}, not of the ten digits")
-        predictions[m] = p = _arrays(inputs, f"{m}_predictions")
-        for key in sorted(NEEDS[f"{m}_predictions"]):
+        predictions[m] = p = _arrays(inputs, f"{m}.predictions")
+        for key in sorted(NEEDS[f"{m}.predictions"]):
             want = (n,) if key.startswith("pred") else (n, N_CLASSES)  # probs, dist_*: [N, 10]
             if p[key].shape != want:
-                raise _refuse(inputs, f"{m}_predictions", f"{key} has shape "
-                              f"{list(p[key].shape)}, but {inputs.tensors} has {n} testing "
-                              f"digits: expected {list(want)}")
+                raise _refuse(inputs, f"{m}.predictions", f"{key} has shape "
+                              f"{list(p[key].shape)}, but {_file(inputs, 'stack.tensors')} "
+                              f"has {n} testing digits: expected {list(want)}")
         for key in ("pred", "pred_rmse") if m == "pixel_mean" else ("pred",):
             if p[key].min(initial=0) < 0 or p[key].max(initial=0) >= N_CLASSES:
-                raise _refuse(inputs, f"{m}_predictions", f"{key} holds answers outside 0-9")
-        metrics[m] = _json(inputs, f"{m}_metrics", [
+                raise _refuse(inputs, f"{m}.predictions", f"{key} holds answers outside 0-9")
+        metrics[m] = _json(inputs, f"{m}.metrics", [
             *(k for p_ in _prefixes(m) for k in _metric_keys(p_)),
             *(("train_loss", "valid_loss", "epochs") if m in TRAINED else ())])
         for prefix, key in zip(_prefixes(m), ("pred", "pred_rmse"), strict=False):
             # A metrics file of another run than the predictions would put two stories on
             # one page: they must agree (the metrics are rounded to 6 digits).
             if abs(float((p[key] == y).mean()) - metrics[m][f"{prefix}accuracy"]) > 5e-6:
-                raise _refuse(inputs, f"{m}_metrics", f"{prefix}accuracy disagrees with "
-                              f"{inputs.of(m, 'predictions')}")
-        history[m] = _rows(inputs, f"{m}_history", ["epoch", "valid_accuracy"]
+                raise _refuse(inputs, f"{m}.metrics", f"{prefix}accuracy disagrees with "
+                              f"{_file(inputs, f'{m}.predictions')}")
+        history[m] = _rows(inputs, f"{m}.history", ["epoch", "valid_accuracy"]
                            if m == "pixel_mean" else HISTORY_COLUMNS)
-        timing[m] = _json(inputs, f"{m}_timing", ["seconds"])
-        sample[m] = _json(inputs, f"sample_{m}_metrics", [f"{p_}accuracy" for p_ in _prefixes(m)])
-    steps = _rows(inputs, "resnet18_steps", STEPS_COLUMNS)
+        timing[m] = _json(inputs, f"{m}.timing", ["seconds"])
+        sample[m] = _json(inputs, f"sample_{m}.metrics", [f"{p_}accuracy" for p_ in _prefixes(m)])
+    steps = _rows(inputs, "resnet18.steps", STEPS_COLUMNS)
     return Digits(counts=counts, tensors=tensors, means=means, linear_weights=weights,
                   predictions=predictions, metrics=metrics, history=history, timing=timing,
                   steps=steps, cards=cards, sample=sample)
 
 
 # -- The accuracy table ----------------------------------------------------------------------
-def accuracy_rows(inputs: DigitsInputs) -> list[dict[str, object]]:
+def accuracy_rows(inputs: Inputs) -> list[dict[str, object]]:
     """mnist_accuracy.csv: one row per method, in English whatever the page's language: the
     accuracy on the ten digits and on each, MNIST_SAMPLE's figure, the target and whether it
     is met, and the first published figure to compare with. Reads only the metrics."""
-    metrics = {m: _json(inputs, f"{m}_metrics", [k for p in _prefixes(m) for k in _metric_keys(p)])
+    metrics = {m: _json(inputs, f"{m}.metrics", [k for p in _prefixes(m) for k in _metric_keys(p)])
                for m in METHODS}
-    sample = {m: _json(inputs, f"sample_{m}_metrics", [f"{p}accuracy" for p in _prefixes(m)])
+    sample = {m: _json(inputs, f"sample_{m}.metrics", [f"{p}accuracy" for p in _prefixes(m)])
               for m in METHODS}
     return _accuracy_rows(metrics, sample)
 
@@ -343,12 +299,6 @@ def meets(accuracy: float, key: str) -> bool:
 
 
 # -- What the page computes ------------------------------------------------------------------
-def confusion(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Counts [10, 10]: row = the true digit, column = the answer."""
-    import numpy as np
-
-    flat = y.astype(np.int64) * N_CLASSES + pred.astype(np.int64)
-    return np.bincount(flat, minlength=N_CLASSES ** 2).reshape(N_CLASSES, N_CLASSES)
 
 
 def confused_pairs(matrix: np.ndarray, k: int = PAIRS_SHOWN) -> list[tuple[int, int, int]]:
@@ -374,43 +324,8 @@ def confidence(pred: Mapping[str, np.ndarray], key: str, answers: np.ndarray,
     return dist[rows, y] - dist[rows, answers]
 
 
-def _matrix_table(matrix: np.ndarray) -> dict:
-    """The confusion matrix as the template's table: counts, shaded. The diagonal in blue by
-    the share of the row it holds; a mistake in red by its count against the largest mistake,
-    so the pairs that matter stand out even when the diagonal dwarfs them."""
-    import numpy as np
-
-    off = matrix - np.diag(np.diag(matrix))
-    top = max(int(off.max()), 1)
-    rows = []
-    for t in range(N_CLASSES):
-        total = max(int(matrix[t].sum()), 1)
-        cells = []
-        for p in range(N_CLASSES):
-            c = int(matrix[t, p])
-            if t == p:
-                alpha, rgb = c / total, "31, 95, 153"
-            else:
-                alpha, rgb = c / top, "161, 38, 27"
-            style = f"background: rgba({rgb}, {alpha:.2f});" + (" color: #fff;" if alpha > 0.55
-                                                                   else "")
-            cells.append({"count": c, "style": style if c else "",
-                          "kind": "diagonal" if t == p else "zero" if c == 0 else ""})
-        rows.append({"digit": DIGITS[t], "cells": cells, "total": int(matrix[t].sum())})
-    return {"rows": rows, "answered": [int(v) for v in matrix.sum(axis=0)]}
-
-
 def _title(key: str) -> str:
     return _(TITLES[key])
-
-
-def pair_examples(x: np.ndarray, idx: np.ndarray, t: int, p: int, title: str) -> Figure:
-    """Up to EXAMPLES_SHOWN testing digits of one confused pair, side by side."""
-    v = {"n": len(idx), "truth": DIGITS[t], "called": DIGITS[p], "title": title}
-    alt = ngettext("%(n)s testing %(truth)s that %(title)s called a %(called)s.",
-                   "%(n)s testing %(truth)ss that %(title)s called a %(called)s, the most "
-                   "confident first.", len(idx)) % v
-    return _picture(montage(ink(x[idx]), cols=EXAMPLES_SHOWN), alt, scale=2)
 
 
 def method_confusions(d: Digits) -> list[dict]:
@@ -422,7 +337,7 @@ def method_confusions(d: Digits) -> list[dict]:
     for key, (method, _prefix, answers_key) in ROWS.items():
         pred = d.predictions[method]
         answers = pred[answers_key]
-        matrix = confusion(answers, y)
+        matrix = confusion(answers, y, range(N_CLASSES))
         sure = confidence(pred, answers_key, answers, y)
         title = _title(key)
         pairs = []
@@ -431,8 +346,9 @@ def method_confusions(d: Digits) -> list[dict]:
             idx = idx[np.argsort(-sure[idx], kind="stable")][:EXAMPLES_SHOWN]
             pairs.append({"truth": DIGITS[t], "called": DIGITS[p], "count": count,
                           "share": count / max(int(matrix[t].sum()), 1),
-                          "examples": pair_examples(x, idx, t, p, title)})
-        out.append({"key": key, "title": title, "matrix": _matrix_table(matrix),
+                          "examples": pair_examples(x, idx, DIGITS[t], DIGITS[p], title,
+                                                              EXAMPLES_SHOWN)})
+        out.append({"key": key, "title": title, "matrix": confusion_table(matrix, DIGITS),
                     "wrong": int(len(y) - np.trace(matrix)), "total": len(y), "pairs": pairs})
     return out
 
@@ -484,108 +400,6 @@ def _mean(v: np.ndarray) -> float | None:
 
 
 # -- Figures ---------------------------------------------------------------------------------
-def accuracy_chart(rows: Sequence[Mapping]) -> Figure:
-    """Each method's accuracy on ten digits beside MNIST_SAMPLE's, and its target."""
-    fig, ax = _canvas(8, 3.4)
-    ys = list(range(len(rows)))[::-1]  # the table's order, top to bottom
-    h = 0.38
-    ax.barh([y + h / 2 for y in ys], [r["accuracy"] for r in rows], height=h, color="#1f5f99",
-            label=_("ten digits (this page)"))
-    ax.barh([y - h / 2 for y in ys], [r["mnist_sample_accuracy"] for r in rows], height=h,
-            color="#9bb7d4", label=_("MNIST_SAMPLE, 3s and 7s"))
-    ax.scatter([r["target"] for r in rows], [y + h / 2 for y in ys], marker="|", s=260,
-               color="#a1261b", zorder=3, label=_("target"))
-    ax.set_yticks(ys, [r["title"] for r in rows])
-    lo = min(min(r["accuracy"], r["mnist_sample_accuracy"], r["target"]) for r in rows)
-    ax.set_xlim(max(0.0, math.floor(lo * 20) / 20 - 0.05), 1.0)
-    ax.set_xlabel(_("validation accuracy"))
-    fig.legend(loc="outside upper center", ncols=3, fontsize=8)
-    alt = "; ".join(_("%(method)s: %(acc)s on ten digits, %(sample)s on MNIST_SAMPLE, target "
-                      "%(target)s") % {"method": r["title"], "acc": f"{r['accuracy']:.4f}",
-                                       "sample": f"{r['mnist_sample_accuracy']:.4f}",
-                                       "target": f"{r['target']:.4f}"} for r in rows)
-    return _chart(fig, alt)
-
-
-def means_figures(means: np.ndarray) -> list[Figure]:
-    return [_picture(ink(means[i]), _("The ideal %(digit)s: the mean of every training "
-                                      "%(digit)s, a blurry %(digit)s.") % {"digit": digit},
-                     scale=3, caption=f"means[{digit}]")
-            for i, digit in enumerate(DIGITS)]
-
-
-def samples_figure(x: np.ndarray, y: np.ndarray) -> Figure:
-    import numpy as np
-
-    # One row per digit, blank where a digit has fewer images (a small test set)
-    tiles = np.zeros((N_CLASSES, SAMPLES_SHOWN, SIZE, SIZE), np.uint8)
-    for i in range(N_CLASSES):
-        first = x[y == i][:SAMPLES_SHOWN]
-        tiles[i, :len(first)] = first
-    tiles = tiles.reshape(-1, SIZE, SIZE)
-    alt = _("The first %(n)s training images of each digit, in file order: one row per digit, "
-            "0 at the top.") % {"n": SAMPLES_SHOWN}
-    return _picture(montage(ink(tiles), cols=SAMPLES_SHOWN), alt, scale=2)
-
-
-def nearest_chart(rows: Sequence[Mapping], why: Mapping) -> Figure:
-    """How many testing digits each mean is nearest to, by L1 and by RMSE, against how many of
-    each there are; and each mean's ink."""
-    import numpy as np
-
-    p = why["called"]
-    fig, (near, ink_ax) = _canvas(10, 3.2, ncols=2)
-    x = np.arange(N_CLASSES)
-    near.bar(x - 0.2, p["l1"], width=0.4, color="#a1261b", label="L1")
-    near.bar(x + 0.2, p["rmse"], width=0.4, color="#1f5f99", label="RMSE")
-    near.scatter(x, [r["n"] for r in rows], marker="_", s=200, color="#1d2125", zorder=3,
-                 label=_("true digits"))
-    near.set(title=_("Testing digits nearest to each mean"), xlabel=_("mean digit"),
-             ylabel=_("digits"))
-    near.set_xticks(x, DIGITS)
-    near.legend(fontsize=8)
-    ink_ax.bar(x, [r["ink"] for r in rows], color="#5c6670")
-    ink_ax.set(title=_("Ink in each mean (the sum of its pixels)"), xlabel=_("mean digit"),
-               ylabel=_("ink"))
-    ink_ax.set_xticks(x, DIGITS)
-    alt = _("Two bar charts. By L1, %(l1)s of the %(n)s testing digits are nearest the mean "
-            "%(light)s, by RMSE %(rmse)s; the mean %(light)s holds the least ink, %(ink)s.") % {
-        "l1": why["l1_called"], "n": f"{why['n']:,}", "light": why["light"],
-        "rmse": why["rmse_called"], "ink": f"{why['light_ink']:.1f}"}
-    return _chart(fig, alt)
-
-
-def digit_weights_chart(weights: np.ndarray) -> Figure:
-    """The linear model's ten columns of weights, each back in the image's shape: the pixels
-    that speak for (blue) and against (red) each digit."""
-    w = weights.T.reshape(N_CLASSES, SIZE, SIZE)  # [784, 10] -> [10, 28, 28]
-    v = float(abs(w).max()) or 1.0
-    fig, axes = _canvas(10, 4.4, nrows=2, ncols=5)
-    for i, ax in enumerate(axes.flat):
-        im = ax.imshow(w[i], cmap="RdBu", vmin=-v, vmax=v)
-        ax.set_title(DIGITS[i])
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(im, ax=axes, label=_("weight (blue: evidence for the digit)"), shrink=0.8)
-    alt = _("Ten heat maps, one per digit: the linear model's 784 weights for that digit in the "
-            "shape of the image, on one colour scale centred on 0 from %(lo)s (red) to %(hi)s "
-            "(blue).") % {"lo": f"{-v:.2f}", "hi": f"{v:.2f}"}
-    return _chart(fig, alt)
-
-
-def steps_chart(steps: Sequence[Mapping]) -> Figure:
-    """resnet18's one-cycle run: the loss and the learning rate at every step."""
-    fig, (loss, lr) = _canvas(9, 3.2, ncols=2)
-    x = [s["step"] for s in steps]
-    loss.plot(x, [s["loss"] for s in steps], linewidth=1)
-    loss.set(title=_("resnet18: training loss per step"), xlabel=_("step"), ylabel=_("loss"))
-    lr.plot(x, [s["lr"] for s in steps], color="C1")
-    lr.set(title=_("one-cycle learning rate"), xlabel=_("step"), ylabel=_("learning rate"))
-    peak = max(s["lr"] for s in steps)
-    alt = _("Two charts for resnet18: training loss over %(steps)s steps, and the learning rate "
-            "rising to %(peak)s and annealing back down (one cycle).") % {
-        "steps": len(steps), "peak": f"{peak:g}"}
-    return _chart(fig, alt)
 
 
 # -- The page --------------------------------------------------------------------------------
@@ -621,22 +435,13 @@ def training_section(d: Digits) -> list[dict]:
         charts = [] if len(d.history[m]) < 2 else [history_chart(
             m, d.history[m], None, loss_name="cross-entropy", target=TARGETS[m][0])]
         if m == "linear":
-            charts.append(digit_weights_chart(d.linear_weights))
+            charts.append(class_weights_chart(d.linear_weights, DIGITS))
         if m == "resnet18":
             charts.append(steps_chart(d.steps))
         arch = d.cards[m].get("arch", {})
         out.append({"method": m, "metrics": d.metrics[m], "charts": charts,
                     "forward": arch.get("forward") if isinstance(arch, dict) else None})
     return out
-
-
-def stage_times(d: Digits) -> dict:
-    rows = [{"stage": m, "seconds": d.timing[m].get("seconds"),
-             "train_seconds": d.timing[m].get("train_seconds"),
-             "images_per_second": d.timing[m].get("images_per_second"),
-             "device": d.timing[m].get("device", _("unknown")),
-             "threads": d.timing[m].get("threads")} for m in METHODS]
-    return {"rows": rows, "total": sum(r["seconds"] for r in rows)}
 
 
 RERUN = (f"snakemake {DATASET} --cores 4 --resources gpu=1",
@@ -662,16 +467,17 @@ def context(d: Digits, params: Mapping[str, dict]) -> dict:
         "digits": DIGITS,
         "accuracy": table,
         "accuracy_chart": accuracy_chart(table),
-        "samples": samples_figure(d.tensors["train_x"], d.tensors["train_y"]),
-        "means": means_figures(d.means),
+        "samples": samples_figure(d.tensors["train_x"], d.tensors["train_y"], N_CLASSES,
+                                  SAMPLES_SHOWN),
+        "means": means_figures(d.means, DIGITS),
         "why": why,
-        "nearest": nearest_chart(why["rows"], why),
+        "nearest": nearest_chart(why["rows"], why, DIGITS),
         "per_digit": per_digit,
         "lowest": lowest,
         "titles": [_title(k) for k in ROWS],
         "confusions": method_confusions(d),
         "training": training_section(d),
-        "stages": stage_times(d),
+        "stages": wall_times(d.timing, METHODS),
         # under their names in params.yaml: the full MNIST's sections, and the shared train
         "params": {**{f"{DATASET}.{k}": params[k] for k in ("data", "linear", "mlp", "resnet18")
                       if k in params}, **({"train": params["train"]} if "train" in params else {})},
@@ -679,7 +485,7 @@ def context(d: Digits, params: Mapping[str, dict]) -> dict:
     }
 
 
-def render_page(inputs: DigitsInputs, params: Mapping[str, object]) -> str:
+def render_page(inputs: Inputs, params: Mapping[str, object]) -> str:
     """reports/mnist.html, in params.yaml's `report.lang`. `params` are the validated sections
     under their short names (`report`, `train`, and the full MNIST's `data`, `linear`, `mlp`,
     `resnet18`). Reads and checks every input first: nothing here writes."""

@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 
 from mnist_basics.methods import METHODS
+from mnist_basics.params import PARAMS
 from mnist_basics.pipeline import (
     DATASETS,
     DVC_YAML,
-    PARAMS,
     ROOT,
     SAMPLE,
     SPREAD,

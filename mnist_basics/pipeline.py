@@ -21,7 +21,6 @@ The seed spread and the sweep (`make spread`) are stages too, kept out of the ch
 run: `SPREAD` generates `spread/dvc.yaml`, where each trained method runs once per seed of
 params.yaml `spread.seeds` (DVC's `matrix`; Snakemake's `{seed}` wildcard), the sweep once
 per value and seed, and one stage gathers them into `reports/spread.html`.
-
 """
 
 from __future__ import annotations
@@ -44,10 +43,8 @@ from mnist_basics.methods import (
 )
 from mnist_basics.params import (
     DATASET_NAMES,
-    PARAMS,
     SAMPLE,
     SPREAD_SECTIONS,
-    load,
     page_sections,
     section,
 )
@@ -168,14 +165,12 @@ WALL_CLOCK = (*(timing(m, d) for d in DATASETS for m in METHODS), *map(report, D
 
 # The shared code each stage imports; editing a module reruns exactly the stages listed here.
 # tests/test_engines.py checks the lists against what each stage script really imports.
-CORE = [  # what every stage script imports
-    "mnist_basics/__init__.py",
-    "mnist_basics/artifacts.py",
-    "mnist_basics/cli.py",
-    "mnist_basics/methods.py",
-    "mnist_basics/params.py",
-]
+CORE = [f"mnist_basics/{m}.py" for m in  # what every stage script imports
+        ("__init__", "artifacts", "cli", "methods", "params")]
 TRAINING = [*CORE, "mnist_basics/compat.py", "mnist_basics/data.py", "mnist_basics/train.py"]
+PAGE = [*CORE, "mnist_basics/data.py", "mnist_basics/figures.py", "mnist_basics/page.py",
+        "mnist_basics/i18n.py", "mnist_basics/templates/sections.html.j2",
+        "mnist_basics/templates/page.css", "mnist_basics/locale/et/LC_MESSAGES/messages.po"]
 PLOT_AXES = {"history": ("epoch", "valid_accuracy"), "steps": ("step", "lr")}
 MODEL_CODE = {  # the module that holds each method
     "pixel_mean": "mnist_basics/pixel_mean.py",
@@ -402,11 +397,9 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
         inputs={report_flag(s.name, flag): path
                 for s in made for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
         outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
-        code=[*CORE, "mnist_basics/data.py", "mnist_basics/report.py",
-              "mnist_basics/i18n.py", "mnist_basics/try_it.py",
+        code=[*PAGE, "mnist_basics/report.py", "mnist_basics/try_it.py",
               "mnist_basics/templates/report.html.j2", "mnist_basics/templates/try_it.html.j2",
-              "mnist_basics/templates/prepare.js", "mnist_basics/templates/page.css",
-              "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
+              "mnist_basics/templates/prepare.js"],
         params=page_sections(),  # every section of the chapter: the page lists each value
     )]
 
@@ -423,15 +416,13 @@ def _digits_report(dataset: str, methods: list[Stage]) -> Stage:
         script_name="digits_report",
         dataset=dataset,
         dvcfile=dvcfile(dataset),
-        inputs={"tensors": tensors(dataset), "counts": counts(dataset),
+        inputs={report_flag("stack", "tensors"): tensors(dataset),
+                report_flag("stack", "counts"): counts(dataset),
                 **{report_flag(s.name, flag): path for s in methods
                    for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
                 **{report_flag(f"sample_{m}", "metrics"): metrics(m) for m in METHODS}},
         outputs={"out": report(dataset), "accuracy_csv": accuracy_csv(dataset)},
-        code=[*CORE, "mnist_basics/data.py", "mnist_basics/report.py",
-              "mnist_basics/i18n.py", "mnist_basics/try_it.py", "mnist_basics/digits_report.py",
-              "mnist_basics/templates/digits.html.j2", "mnist_basics/templates/page.css",
-              "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
+        code=[*PAGE, "mnist_basics/digits_report.py", "mnist_basics/templates/digits.html.j2"],
         params=page_sections(dataset),
     )
 
@@ -442,12 +433,6 @@ STAGES_OF[SAMPLE] = STAGES
 MNIST_STAGES = STAGES_OF["mnist"]
 BY_NAME = {s.name: s for s in STAGES}
 BY_DATASET = {d: {s.name: s for s in stages} for d, stages in STAGES_OF.items()}
-
-
-def dvcfiles(params_path: str | Path = PARAMS) -> list[str]:
-    """The dvc.yaml files of the datasets that params.yaml `datasets` lists (`make repro`)."""
-    listed = load(params_path, "datasets")["datasets"].root
-    return [dvcfile(d) for d in DATASETS if d in listed]
 
 
 def dataset_stages(datasets) -> list[Stage]:
@@ -499,11 +484,7 @@ SPREAD: list[Stage] = [
         # In git, like the runs: a clone shows the spread without training 42 models.
         kept={"out": SPREAD_REPORT, "csv": SPREAD_CSV, "sweep_csv": SWEEP_CSV},
         metrics={"metrics": SPREAD_METRICS},
-        # spread.py draws with report.py's helpers, so it imports what report.py imports.
-        code=[*CORE, "mnist_basics/data.py", "mnist_basics/report.py",
-              "mnist_basics/i18n.py", "mnist_basics/try_it.py", "mnist_basics/spread.py",
-              "mnist_basics/templates/spread.html.j2", "mnist_basics/templates/page.css",
-              "mnist_basics/locale/et/LC_MESSAGES/messages.po"],
+        code=[*PAGE, "mnist_basics/spread.py", "mnist_basics/templates/spread.html.j2"],
         params=list(SPREAD_SECTIONS),
     ),
 ]
@@ -515,12 +496,3 @@ def spread_jobs(params: dict) -> list[Stage]:
     return [job for s in SPREAD for job in s.expand(params)]
 
 
-def snakemake_inputs(stage: Stage, params: dict) -> list[str]:
-    """A stage's inputs for Snakemake: a folder it gathers becomes the files it holds."""
-    gathered = {flag: [p for name in names for job in SPREAD_BY_NAME[name].expand(params)
-                       for p in job.all_outputs]
-                for flag, names in stage.gathers.items()}
-    paths = [stage.script, *stage.code]
-    for flag, path in stage.inputs.items():
-        paths += gathered.get(flag, [path])
-    return paths

@@ -22,8 +22,9 @@ BENCH = ROOT / "bench/results.json"
 
 
 def results_table(root: Path = ROOT) -> str:
-    """One row per method from its metrics file, beside the book's figure (report.BOOK)."""
-    from mnist_basics.report import BOOK, BOOK_PIXEL_MEAN, TITLES, row_source
+    """One row per method from its metrics file, beside the book's figure (page.BOOK)."""
+    from mnist_basics.page import BOOK, TITLES, row_source
+    from mnist_basics.report import BOOK_PIXEL_MEAN
 
     lines = ["| method | accuracy | on 3s | on 7s | epochs | the book |",
              "|---|---|---|---|---|---|"]
@@ -61,7 +62,7 @@ def mnist_table(root: Path = ROOT) -> str:
     """Each method on ten digits (metrics/mnist/) beside its MNIST_SAMPLE figure, its target
     and the published figures the full MNIST's page cites (digits_report)."""
     from mnist_basics.digits_report import COMPARISONS, TARGETS
-    from mnist_basics.report import TITLES, row_source
+    from mnist_basics.page import TITLES, row_source
 
     lines = ["| method | ten digits | 3s and 7s | target | for comparison |",
              "|---|---|---|---|---|"]

@@ -21,11 +21,19 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+from pathlib import Path
 
 from mnist_basics import PipelineError
-from mnist_basics.pipeline import SPREAD_DVCFILE, dvcfiles
+from mnist_basics.params import PARAMS, load
+from mnist_basics.pipeline import DATASETS, SPREAD_DVCFILE, dvcfile
 
 MISSING = "Some of the cache files do not exist"  # DVC's warning when push leaves some behind
+
+
+def dvcfiles(params_path: str | Path = PARAMS) -> list[str]:
+    """The dvc.yaml files of the datasets that params.yaml `datasets` lists (`make repro`)."""
+    listed = load(params_path, "datasets")["datasets"].root
+    return [dvcfile(d) for d in DATASETS if d in listed]
 
 
 def dvc(*args: str) -> str:

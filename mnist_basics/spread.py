@@ -22,11 +22,12 @@ from pathlib import Path
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
+from mnist_basics.figures import canvas, chart
 from mnist_basics.i18n import gettext as _
 from mnist_basics.i18n import language
 from mnist_basics.methods import TRAINED as SPREAD_METHODS
 from mnist_basics.methods import spread_name, sweep_name
-from mnist_basics.report import BOOK, _canvas, _chart, environment, key_params, page_language
+from mnist_basics.page import BOOK, environment, key_params, page_language
 
 COLUMNS = ("method", "seed", "accuracy", "accuracy_3", "accuracy_7", "train_loss",
            "valid_loss")
@@ -115,7 +116,7 @@ def summarise(spread: Sequence[Mapping], sweep: Sequence[Mapping],
 def strip_chart(spread: Sequence[Mapping], summary: Mapping):
     """Each method's seeds as dots, their mean and one sd either side, the book's figure and
     the chapter's own run (train.seed)."""
-    fig, axes = _canvas(3.2 * len(SPREAD_METHODS), 3.0, ncols=len(SPREAD_METHODS))
+    fig, axes = canvas(3.2 * len(SPREAD_METHODS), 3.0, ncols=len(SPREAD_METHODS))
     for ax, m in zip(axes, SPREAD_METHODS, strict=True):
         acc = [r["accuracy"] for r in spread if r["method"] == m]
         s = summary["methods"][m]
@@ -138,12 +139,12 @@ def strip_chart(spread: Sequence[Mapping], summary: Mapping):
         "method": m, "n": summary["methods"][m]["n"], "lo": f"{summary['methods'][m]['min']:.4f}",
         "hi": f"{summary['methods'][m]['max']:.4f}", "book": f"{summary['methods'][m]['book']:.4f}"}
         for m in SPREAD_METHODS)
-    return _chart(fig, alt)
+    return chart(fig, alt)
 
 
 def sweep_chart(sweep: Sequence[Mapping], summary: Mapping):
     """Accuracy against the swept value: each seed a dot, the mean with one sd as a bar."""
-    fig, ax = _canvas(5.0, 3.2)
+    fig, ax = canvas(5.0, 3.2)
     rows = summary["sweep"]["values"]
     ax.scatter([r["value"] for r in sweep], [r["accuracy"] for r in sweep], s=14,
                color="#9bb7d4", label=_("one seed"))
@@ -163,7 +164,7 @@ def sweep_chart(sweep: Sequence[Mapping], summary: Mapping):
     alt = _("Validation accuracy against %(key)s: %(values)s") % {
         "key": summary["sweep"]["key"],
         "values": ", ".join(f"{r['value']}: {r['mean']:.4f}" for r in rows)}
-    return _chart(fig, alt)
+    return chart(fig, alt)
 
 
 def render(*, spread: Sequence[Mapping], sweep: Sequence[Mapping], summary: Mapping,

@@ -210,13 +210,14 @@ rule mnist_report:
         "mnist_basics/methods.py",
         "mnist_basics/params.py",
         "mnist_basics/data.py",
-        "mnist_basics/report.py",
+        "mnist_basics/figures.py",
+        "mnist_basics/page.py",
         "mnist_basics/i18n.py",
-        "mnist_basics/try_it.py",
-        "mnist_basics/digits_report.py",
-        "mnist_basics/templates/digits.html.j2",
+        "mnist_basics/templates/sections.html.j2",
         "mnist_basics/templates/page.css",
         "mnist_basics/locale/et/LC_MESSAGES/messages.po",
+        "mnist_basics/digits_report.py",
+        "mnist_basics/templates/digits.html.j2",
         "data/mnist.safetensors",
         "data/mnist_counts.json",
         "models/mnist/pixel_mean.safetensors",
@@ -258,8 +259,8 @@ rule mnist_report:
     conda: "../environment.yml"
     shell:
         "python stages/digits_report.py --dataset mnist"
-        " --tensors data/mnist.safetensors"
-        " --counts data/mnist_counts.json"
+        " --input stack.tensors=data/mnist.safetensors"
+        " --input stack.counts=data/mnist_counts.json"
         " --input pixel_mean.checkpoint=models/mnist/pixel_mean.safetensors"
         " --input pixel_mean.model_card=models/mnist/pixel_mean.json"
         " --input pixel_mean.predictions=models/mnist/pixel_mean_valid.safetensors"

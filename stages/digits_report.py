@@ -10,18 +10,18 @@ pairs with examples, and each figure beside its MNIST_SAMPLE one.
 
 from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
-from mnist_basics.digits_report import DigitsInputs, accuracy_rows, render_page
+from mnist_basics.digits_report import accuracy_rows, read_inputs, render_page
 from mnist_basics.params import DATASET_PAGE_SECTIONS as SECTIONS
 from mnist_basics.params import load_for
 
 
 def main() -> None:
     ap = cli.parser("stages/digits_report.py", __doc__, params=SECTIONS, datasets=True,
-                    inputs=["tensors", "counts"], outputs=["out", "accuracy_csv"])
+                    outputs=["out", "accuracy_csv"])
     cli.named_paths(ap)
     args = ap.parse_args()
     params = load_for(args.params, args.dataset, *SECTIONS)
-    inputs = DigitsInputs.from_args(args)
+    inputs = read_inputs(args)
     page = render_page(inputs, params)  # everything that can fail, before anything is written
     write_csv(args.accuracy_csv, accuracy_rows(inputs))
     write_text(args.out, page)

@@ -10,13 +10,13 @@ and `reports/accuracy.csv`. A stage that has not run yet gets a note instead of 
 from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
 from mnist_basics.params import load, page_sections
-from mnist_basics.report import Inputs, accuracy_rows, build, load_run, parser, render
+from mnist_basics.report import accuracy_rows, build, inputs, load_run, parser, render
 
 
 def main() -> None:
     args = parser(__doc__).parse_args()
     params = load(args.params, *page_sections())  # the page shows each of them
-    run = load_run(Inputs.from_args(args), params)
+    run = load_run(inputs(args), params)
     page = render(build(run))  # everything that can fail, before anything is written
     write_csv(args.accuracy_csv, accuracy_rows(run))
     write_text(args.out, page)

@@ -9,24 +9,24 @@ import csv
 import io
 import json
 import re
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_basics import PipelineError, digits_report, i18n, pipeline
+from mnist_basics import PipelineError, digits_report, figures, i18n, pipeline
 from mnist_basics.artifacts import save_tensors, write_csv, write_json
 from mnist_basics.digits_report import (
     DIGITS,
-    DigitsInputs,
+    READS,
     accuracy_rows,
     confused_pairs,
-    confusion,
     render_page,
     stage_of,
 )
-from mnist_basics.params import load
+from mnist_basics.page import Inputs
+from mnist_basics.page import confusion as confusion_of
+from mnist_basics.params import PARAMS, load
 from tests.harness import ROOT
 from tests.test_i18n import PageText, assert_no_english, numbers
 
@@ -84,16 +84,36 @@ def _history(epochs: int, final: float) -> list[dict]:
             for e in range(1, epochs + 1)]
 
 
-def write_inputs(root: Path, seed: int = 0) -> DigitsInputs:
+def confusion(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return confusion_of(pred, y, range(10))
+
+
+def inputs_of(paths: dict[str, Path]) -> Inputs:
+    """The page's inputs from paths by `stage.flag`, as its stage passes them."""
+    files: dict[str, dict[str, Path]] = {}
+    for key, path in paths.items():
+        stage, flag = key.split(".")
+        files.setdefault(stage, {})[flag] = path
+    return Inputs(params=ROOT / PARAMS, files=files)
+
+
+def replaced(inputs: Inputs, key: str, path: Path) -> Inputs:
+    stage, flag = key.split(".")
+    return Inputs(params=inputs.params,
+                  files={**inputs.files, stage: {**inputs.files[stage], flag: path}})
+
+
+def write_inputs(root: Path, seed: int = 0) -> Inputs:
     """Every input of the full MNIST's page under `root`, at the paths of pipeline.py's report
     stage: real nearest-mean answers for the pixel mean, chosen ones for the trained models."""
     rng = np.random.default_rng(seed)
     stage = pipeline.BY_DATASET[DATASET]["report"]
-    paths = {flag.replace(".", "_"): root / path for flag, path in stage.inputs.items()}
+    paths = {key: root / path for key, path in stage.inputs.items()}
     tx, ty = draw_digits(PER_DIGIT["train"], rng)
     vx, vy = draw_digits(PER_DIGIT["valid"], rng)
-    save_tensors(paths["tensors"], {"train_x": tx, "train_y": ty, "valid_x": vx, "valid_y": vy})
-    write_json(paths["counts"], {
+    save_tensors(paths["stack.tensors"],
+                 {"train_x": tx, "train_y": ty, "valid_x": vx, "valid_y": vy})
+    write_json(paths["stack.counts"], {
         split: {d: int((ys == int(d)).sum()) for d in DIGITS}
         for split, ys in zip(("training", "testing"), (ty, vy), strict=True)})
 
@@ -103,13 +123,13 @@ def write_inputs(root: Path, seed: int = 0) -> DigitsInputs:
     dist_l1 = np.abs(v).mean((-1, -2)).astype(np.float32)
     dist_rmse = np.sqrt((v ** 2).mean((-1, -2))).astype(np.float32)
     pred, pred_rmse = dist_l1.argmin(1), dist_rmse.argmin(1)
-    save_tensors(paths["pixel_mean_checkpoint"], {"means": means})
-    save_tensors(paths["pixel_mean_predictions"], {
+    save_tensors(paths["pixel_mean.checkpoint"], {"means": means})
+    save_tensors(paths["pixel_mean.predictions"], {
         "pred": pred.astype(np.int64), "pred_rmse": pred_rmse.astype(np.int64),
         "dist_l1": dist_l1, "dist_rmse": dist_rmse})
-    write_json(paths["pixel_mean_metrics"], {**_accuracies(pred, vy),
+    write_json(paths["pixel_mean.metrics"], {**_accuracies(pred, vy),
                                              **_accuracies(pred_rmse, vy, "rmse_")})
-    write_csv(paths["pixel_mean_history"], [
+    write_csv(paths["pixel_mean.history"], [
         {"epoch": 1, "train_loss": "", "valid_loss": "",
          "valid_accuracy": round(float((pred == vy).mean()), 6)}])
 
@@ -118,33 +138,33 @@ def write_inputs(root: Path, seed: int = 0) -> DigitsInputs:
     for i, (m, ans) in enumerate(answers.items()):
         logits = rng.normal(0, 1, (len(vy), 10))
         logits[np.arange(len(vy)), ans] += 4 + rng.random(len(vy))
-        save_tensors(paths[f"{m}_predictions"], {"pred": ans.astype(np.int64),
+        save_tensors(paths[f"{m}.predictions"], {"pred": ans.astype(np.int64),
                                                  "probs": _softmax(logits)})
         epochs = {"linear": 3, "mlp": 4, "resnet18": 1}[m]
         acc = float((ans == vy).mean())
-        write_json(paths[f"{m}_metrics"], {**_accuracies(ans, vy), "epochs": epochs,
+        write_json(paths[f"{m}.metrics"], {**_accuracies(ans, vy), "epochs": epochs,
                                            "train_loss": round(0.3 - 0.1 * i, 6),
                                            "valid_loss": round(0.35 - 0.1 * i, 6)})
-        write_csv(paths[f"{m}_history"], _history(epochs, round(acc, 6)))
-    save_tensors(paths["linear_checkpoint"], {
+        write_csv(paths[f"{m}.history"], _history(epochs, round(acc, 6)))
+    save_tensors(paths["linear.checkpoint"], {
         "weights": rng.normal(0, 0.01, (784, 10)).astype(np.float32),
         "bias": np.zeros(10, np.float32)})
-    save_tensors(paths["mlp_checkpoint"], {"0.weight": np.zeros((30, 784), np.float32)})
-    save_tensors(paths["resnet18_checkpoint"], {"fc.weight": np.zeros((10, 512), np.float32)})
-    write_csv(paths["resnet18_steps"], [
+    save_tensors(paths["mlp.checkpoint"], {"0.weight": np.zeros((30, 784), np.float32)})
+    save_tensors(paths["resnet18.checkpoint"], {"fc.weight": np.zeros((10, 512), np.float32)})
+    write_csv(paths["resnet18.steps"], [
         {"step": s, "lr": round(0.05 * min(s / 3, (10 - s) / 7), 6), "loss": round(2.3 / s, 6)}
         for s in range(1, 11)])
     for j, m in enumerate(pipeline.METHODS):
-        write_json(paths[f"{m}_model_card"], _card(m))
-        write_json(paths[f"{m}_timing"], _timing(1.5 + j))
+        write_json(paths[f"{m}.model_card"], _card(m))
+        write_json(paths[f"{m}.timing"], _timing(1.5 + j))
     # The chapter's own metrics, MNIST_SAMPLE's, as its stages write them.
-    write_json(paths["sample_pixel_mean_metrics"], {
+    write_json(paths["sample_pixel_mean.metrics"], {
         "accuracy": 0.95112, "accuracy_3": 0.916832, "accuracy_7": 0.985409,
         "rmse_accuracy": 0.966076, "rmse_accuracy_3": 0.958416, "rmse_accuracy_7": 0.973735})
     for m, acc in (("linear", 0.970559), ("mlp", 0.982336), ("resnet18", 0.994112)):
-        write_json(paths[f"sample_{m}_metrics"], {"accuracy": acc, "accuracy_3": acc,
+        write_json(paths[f"sample_{m}.metrics"], {"accuracy": acc, "accuracy_3": acc,
                                                   "accuracy_7": acc, "epochs": 1})
-    return DigitsInputs(**paths)
+    return inputs_of(paths)
 
 
 def linear_answers(y: np.ndarray) -> np.ndarray:
@@ -165,7 +185,7 @@ def wrong_every(y: np.ndarray, k: int) -> np.ndarray:
 
 def params(lang: str) -> dict:
     """The validated sections the stage passes: the full MNIST's under their short names."""
-    p = load(ROOT / pipeline.PARAMS, "report", "train", "mnist.data", "mnist.linear",
+    p = load(ROOT / PARAMS, "report", "train", "mnist.data", "mnist.linear",
              "mnist.mlp", "mnist.resnet18")
     out = {name.removeprefix("mnist."): section for name, section in p.items()}
     out["report"] = out["report"].model_copy(update={"lang": lang})
@@ -173,7 +193,7 @@ def params(lang: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> DigitsInputs:
+def run(tmp_path_factory) -> Inputs:
     return write_inputs(tmp_path_factory.mktemp("digits"))
 
 
@@ -186,13 +206,13 @@ def pages(run) -> dict[str, dict]:
     for lang in i18n.LANGUAGES:
         texts: list[str] = []
         with pytest.MonkeyPatch.context() as mp:
-            chart = digits_report._chart
+            chart = figures.chart
 
             def recording(fig, *a, _chart=chart, _texts=texts, **kw):
                 _texts.extend(t.get_text() for t in fig.findobj(Text))
                 return _chart(fig, *a, **kw)
 
-            mp.setattr(digits_report, "_chart", recording)
+            mp.setattr(figures, "chart", recording)
             out[lang] = {"html": render_page(run, params(lang)), "figures": texts}
     return out
 
@@ -251,7 +271,7 @@ def test_accuracy_table_and_csv_hold_the_metrics_and_the_targets(run, pages, tmp
     rows = accuracy_rows(run)
     assert [r["method"] for r in rows] == ["pixel mean (L1)", "pixel mean (RMSE)", "linear",
                                            "mlp", "resnet18"]
-    metrics = json.loads(run.linear_metrics.read_text())
+    metrics = json.loads(run.files["linear"]["metrics"].read_text())
     linear = rows[2]
     assert linear["accuracy"] == metrics["accuracy"]
     assert [linear[f"accuracy_{d}"] for d in DIGITS] == [metrics[f"accuracy_{d}"] for d in DIGITS]
@@ -290,24 +310,23 @@ def test_the_l1_paragraph_reads_its_figures_from_the_run(run, pages):
 
 # -- Inputs ----------------------------------------------------------------------------------
 def test_the_inputs_are_the_report_stages_flags():
-    """The stage passes each of its inputs (`--input mlp.checkpoint=PATH`); DigitsInputs has a
-    field for each (`mlp_checkpoint`), and the page's hints name the stages as the engines do."""
+    """The stage passes each of its inputs (`--input mlp.checkpoint=PATH`), exactly what the
+    page reads, and the page's hints name the stages as the engines do."""
     stage = pipeline.BY_DATASET[DATASET]["report"]
-    assert {f.name for f in fields(DigitsInputs)} == {k.replace(".", "_") for k in stage.inputs}
+    assert set(stage.inputs) == {f"{s}.{flag}" for s, flags in READS.items() for flag in flags}
     mlp, stack = (pipeline.BY_DATASET[DATASET][s] for s in ("mlp", "stack"))
-    assert stage_of("mlp_metrics") == f"dvc repro {mlp.address}, or snakemake {mlp.rule}"
-    assert stage_of("counts") == f"dvc repro {stack.address}, or snakemake {stack.rule}"
+    assert stage_of("mlp.metrics") == f"dvc repro {mlp.address}, or snakemake {mlp.rule}"
+    assert stage_of("stack.counts") == f"dvc repro {stack.address}, or snakemake {stack.rule}"
     chapter = pipeline.BY_NAME["mlp"]
-    assert stage_of("sample_mlp_metrics") == (f"dvc repro {chapter.address}, "
+    assert stage_of("sample_mlp.metrics") == (f"dvc repro {chapter.address}, "
                                               f"or snakemake {chapter.rule}")
 
 
-@pytest.mark.parametrize("field, stage", [("linear_predictions", "mnist/dvc.yaml:linear"),
-                                          ("tensors", "mnist/dvc.yaml:stack"),
-                                          ("sample_mlp_metrics", "repro mlp,")])
+@pytest.mark.parametrize("field, stage", [("linear.predictions", "mnist/dvc.yaml:linear"),
+                                          ("stack.tensors", "mnist/dvc.yaml:stack"),
+                                          ("sample_mlp.metrics", "repro mlp,")])
 def test_a_missing_input_is_named_with_the_stage_to_run(run, tmp_path, field, stage):
-    inputs = DigitsInputs(**{f.name: getattr(run, f.name) for f in fields(DigitsInputs)}
-                          | {field: tmp_path / "gone.json"})
+    inputs = replaced(run, field, tmp_path / "gone.json")
     with pytest.raises(PipelineError) as e:
         render_page(inputs, params("en"))
     message = str(e.value)
@@ -316,29 +335,28 @@ def test_a_missing_input_is_named_with_the_stage_to_run(run, tmp_path, field, st
 
 
 def test_a_stale_or_foreign_input_is_refused_by_name(run, tmp_path):
-    def with_(field: str, path: Path) -> DigitsInputs:
-        return DigitsInputs(**{f.name: getattr(run, f.name) for f in fields(DigitsInputs)}
-                            | {field: path})
+    def with_(key: str, path: Path) -> Inputs:
+        return replaced(run, key, path)
 
-    card = json.loads(run.mlp_model_card.read_text()) | {"labels": None}
+    card = json.loads(run.files["mlp"]["model_card"].read_text()) | {"labels": None}
     write_json(tmp_path / "card.json", card)  # a chapter card: no labels
     with pytest.raises(PipelineError, match=r"card\.json: a model of the labels None, not of "
                                             r"the ten digits; rerun its stage \(dvc repro "
                                             r"mnist/dvc\.yaml:mlp"):
-        render_page(with_("mlp_model_card", tmp_path / "card.json"), params("en"))
-    metrics = json.loads(run.mlp_metrics.read_text())
+        render_page(with_("mlp.model_card", tmp_path / "card.json"), params("en"))
+    metrics = json.loads(run.files["mlp"]["metrics"].read_text())
     write_json(tmp_path / "metrics.json", metrics | {"accuracy": metrics["accuracy"] - 0.01})
     with pytest.raises(PipelineError, match=r"metrics\.json: accuracy disagrees with .*"
                                             r"mlp_valid\.safetensors"):
-        render_page(with_("mlp_metrics", tmp_path / "metrics.json"), params("en"))
+        render_page(with_("mlp.metrics", tmp_path / "metrics.json"), params("en"))
     save_tensors(tmp_path / "p.safetensors", {"pred": np.zeros(3, np.int64)})
     with pytest.raises(PipelineError, match=r"p\.safetensors: no tensor 'probs'"):
-        render_page(with_("resnet18_predictions", tmp_path / "p.safetensors"), params("en"))
+        render_page(with_("resnet18.predictions", tmp_path / "p.safetensors"), params("en"))
     save_tensors(tmp_path / "p.safetensors", {"pred": np.zeros(3, np.int64),
                                               "probs": np.zeros((3, 10), np.float32)})
     with pytest.raises(PipelineError, match=r"p\.safetensors: pred has shape \[3\], but .* "
                                             r"has 60 testing digits: expected \[60\]; rerun"):
-        render_page(with_("resnet18_predictions", tmp_path / "p.safetensors"), params("en"))
+        render_page(with_("resnet18.predictions", tmp_path / "p.safetensors"), params("en"))
 
 
 # -- The page --------------------------------------------------------------------------------

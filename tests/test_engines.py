@@ -17,11 +17,11 @@ import yaml
 
 from mnist_basics import bridge
 from mnist_basics.engines import files, render_dvc_yaml
+from mnist_basics.params import PARAMS
 from mnist_basics.pipeline import (
     BY_NAME,
     DATASETS,
     MNIST_STAGES,
-    PARAMS,
     SPREAD,
     STAGES,
     STAGES_OF,

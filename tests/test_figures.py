@@ -10,7 +10,8 @@ import pytest
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from mnist_basics import report
+from mnist_basics import figures as figs
+from mnist_basics.page import BOOK
 from tests.harness import ROOT
 
 EPOCHS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -29,21 +30,22 @@ def steps(n: int) -> list[dict]:
 def figures(monkeypatch, epochs: dict[str, int]) -> list:
     """Draw every chart the report draws; keep the matplotlib figures instead of their PNGs."""
     drawn = []
-    render = report._chart
+    render = figs.chart
 
     def keep(fig, alt, caption=""):
         drawn.append(fig)
         return render(fig, alt, caption)
 
-    monkeypatch.setattr(report, "_chart", keep)
+    monkeypatch.setattr(figs, "chart", keep)
     rng = np.random.default_rng(0)
     for method in ("linear", "mlp"):
-        report.history_chart(method, history(epochs[method]), report.BOOK[method])
-    report.resnet18_chart(steps(48 * epochs["resnet18"]), history(epochs["resnet18"]))
-    report.linear_weights_chart(rng.normal(size=(784, 1)))
-    report.hidden_units_chart(rng.normal(size=(30, 784)))
+        figs.history_chart(method, history(epochs[method]), BOOK[method])
+    figs.steps_chart(steps(48 * epochs["resnet18"]), history(epochs["resnet18"]),
+                        BOOK["resnet18"])
+    figs.linear_weights_chart(rng.normal(size=(784, 1)))
+    figs.hidden_units_chart(rng.normal(size=(30, 784)))
     y = np.array([1, 0] * 50)
-    report.distances_chart({k: rng.random(100) for k in ("l1_3", "l1_7", "rmse_3", "rmse_7")}, y)
+    figs.distances_chart({k: rng.random(100) for k in ("l1_3", "l1_7", "rmse_3", "rmse_7")}, y)
     return drawn
 
 

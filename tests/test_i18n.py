@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics import PipelineError, i18n, pipeline, report
-from mnist_basics.params import SECTIONS, Report, load
-from mnist_basics.report import Inputs, build, load_run, parser, render
+from mnist_basics import PipelineError, figures, i18n, pipeline, report
+from mnist_basics.page import key_params
+from mnist_basics.params import PARAMS, SECTIONS, Report, load
+from mnist_basics.report import build, inputs, load_run, parser, render
 from tests.harness import ROOT
 from tests.test_report import report_args, write_artifacts
 
@@ -54,23 +55,23 @@ def render_page(root: Path, lang: str, figure_texts: list[str] | None = None) ->
     """What stages/report.py renders in the project folder `root` (every path its default,
     as both engines run it) with `report.lang: lang`, written at NOW. The texts drawn into
     its figures go into `figure_texts`, when given."""
-    params = yaml.safe_load((root / pipeline.PARAMS).read_text())
+    params = yaml.safe_load((root / PARAMS).read_text())
     params["report"] = {"lang": lang}
-    (root / pipeline.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         args = parser(None).parse_args(report_args(None))
-        run = load_run(Inputs.from_args(args), load(args.params, *SECTIONS))
+        run = load_run(inputs(args), load(args.params, *SECTIONS))
         if figure_texts is not None:
             from matplotlib.text import Text
 
-            chart = report._chart
+            chart = figures.chart
 
             def recording(fig, *a, **kw):
                 figure_texts.extend(t.get_text() for t in fig.findobj(Text))
                 return chart(fig, *a, **kw)
 
-            mp.setattr(report, "_chart", recording)
+            mp.setattr(figures, "chart", recording)
         return render(build(run, now=NOW, cwd=root))
 
 
@@ -80,7 +81,7 @@ def pages(tmp_path_factory) -> dict[str, dict]:
     params (every section a note about what is missing)."""
     root = in_git_repo(write_artifacts(tmp_path_factory.mktemp("run")))
     empty = tmp_path_factory.mktemp("empty")
-    (empty / pipeline.PARAMS).write_text((ROOT / pipeline.PARAMS).read_text())
+    (empty / PARAMS).write_text((ROOT / PARAMS).read_text())
     out = {}
     for lang in i18n.LANGUAGES:
         texts: list[str] = []
@@ -222,7 +223,7 @@ def test_report_lang_param_lists_the_catalogues():
     assert typing.get_args(Report.model_fields["lang"].annotation) == i18n.LANGUAGES
     for lang in ESTONIAN:
         assert i18n.catalogue(lang).is_file()
-    committed = yaml.safe_load((ROOT / pipeline.PARAMS).read_text())
+    committed = yaml.safe_load((ROOT / PARAMS).read_text())
     assert committed["report"] == {"lang": "en"}
     assert "report" in pipeline.BY_NAME["report"].params
     assert {"mnist_basics/i18n.py", *(str(i18n.catalogue(lang).relative_to(ROOT))
@@ -230,7 +231,7 @@ def test_report_lang_param_lists_the_catalogues():
 
 
 def test_an_unknown_language_is_refused_in_one_line(tmp_path):
-    params = yaml.safe_load((ROOT / pipeline.PARAMS).read_text())
+    params = yaml.safe_load((ROOT / PARAMS).read_text())
     params["report"]["lang"] = "de"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(PipelineError, match=r"report\.lang: must be one of 'en' or 'et' "
@@ -247,12 +248,12 @@ def test_figures_and_captions_follow_the_language():
     assert shown[0].caption == "a 3, called 7 (0.80)"
     with i18n.language("et"):
         et = report.mistakes(prob3, y, x, "linear")["shown"]
-        assert report.key_params("mlp", {"mlp": {"lr": 0.2, "batch_size": 256, "epochs": 1,
+        assert key_params("mlp", {"mlp": {"lr": 0.2, "batch_size": 256, "epochs": 1,
                                                  "hidden": 30}}) == (
             "õpimäär 0.2, partii 256, 1 epohh, 30 peidetud neuronit")
     assert et[0].caption == "3, arvati 7-ks (0.80)"
     assert et[0].alt.startswith("Valideerimisnumber 0: 3,")
-    assert report.key_params("pixel_mean", {}) == (
+    assert key_params("pixel_mean", {}) == (
         "no training: the mean of each class's training images")  # English again
 
 

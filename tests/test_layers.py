@@ -24,9 +24,10 @@ LAYERS = {  # lowest first
     "chapter": {"train", "models", "pixel_mean", "resnet", "sgd_example"},
     # the stage catalogue, the stage command line, the engines' files and bridge, the remotes
     "pipeline": {"cli", "pipeline", "engines", "bridge", "remote"},
-    # the pages, their strings, predict, the README's tables, `python -m mnist_basics`
-    "pages": {"i18n", "report", "digits_report", "spread", "try_it", "predict", "readme",
-              "__main__"},
+    # the pages (their figures and shared toolkit, then each page), their strings, predict,
+    # the README's tables, `python -m mnist_basics`
+    "pages": {"i18n", "figures", "page", "report", "digits_report", "spread", "try_it",
+              "predict", "readme", "__main__"},
 }
 LEVEL = {m: i for i, modules in enumerate(LAYERS.values()) for m in modules}
 
@@ -69,3 +70,21 @@ def test_the_chapter_imports_without_the_pipeline():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_no_module_imports_another_modules_private_names():
+    """What pages share is public (figures.py, page.py), not borrowed from another page."""
+    borrowed = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_basics"):
+                borrowed += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")]
+    assert borrowed == []
+
+
+def test_no_module_is_over_500_lines():
+    """A module a reader takes in whole; a longer one holds two things."""
+    long = {p.name: n for p in PACKAGE.glob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert long == {}

@@ -22,17 +22,15 @@ import yaml
 from safetensors.numpy import load_file
 
 from mnist_basics import PipelineError, pipeline, report
-from mnist_basics.params import load
+from mnist_basics.figures import montage, whole_epochs
+from mnist_basics.page import BOOK, Inputs, confusion, confusion_table, git_state
+from mnist_basics.params import PARAMS, load
 from mnist_basics.report import (
-    BOOK,
-    Inputs,
     accuracy_rows,
     build,
-    confusion,
-    git_state,
+    inputs,
     load_run,
     mistakes,
-    montage,
     parser,
     render,
 )
@@ -48,7 +46,7 @@ WRITTEN_BY = [(s.name, path) for s in pipeline.STAGES if s.name != "report"
 
 
 def committed_params() -> dict:
-    return yaml.safe_load((ROOT / pipeline.PARAMS).read_text())
+    return yaml.safe_load((ROOT / PARAMS).read_text())
 
 
 # -- A complete, plausible set of inputs -------------------------------------------------------
@@ -99,7 +97,7 @@ def write_artifacts(root: Path, tensors: Path | None = None, seed: int = 0) -> P
                                      for s in ("train", "valid")})
     params = committed_params()
     params["data"]["url"] = "https://example.com/mnist_sample.tgz"
-    at(pipeline.PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
+    at(PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
     y = t["valid_y"]
     n_train = len(t["train_y"])
 
@@ -200,13 +198,13 @@ def report_args(root: Path | None) -> list[str]:
     its flag's default, relative to the working folder)."""
     if root is None:
         return STAGE.argv()[2:]
-    return STAGE.argv(under=root, params=root / pipeline.PARAMS)[2:]
+    return STAGE.argv(under=root, params=root / PARAMS)[2:]
 
 
 def render_report(root: Path | None) -> tuple[str, list[dict]]:
     """What `stages/report.py` does, in this process: (the page, the CSV rows)."""
     args = parser(None).parse_args(report_args(root))
-    run = load_run(Inputs.from_args(args), load(args.params, *CHAPTER))
+    run = load_run(inputs(args), load(args.params, *CHAPTER))
     return render(build(run, cwd=ROOT)), accuracy_rows(run)
 
 
@@ -355,9 +353,9 @@ def test_csv_matches_the_table(rendered, tmp_path):
 
 def test_every_param_is_shown_and_html_in_a_param_is_text(artifacts):
     scripts = Page(render_report(artifacts)[0]).scripts  # the page's own (see the test above)
-    params = yaml.safe_load((artifacts / pipeline.PARAMS).read_text())
+    params = yaml.safe_load((artifacts / PARAMS).read_text())
     params["data"]["url"] = f"https://example.com/{PAYLOAD}"
-    (artifacts / pipeline.PARAMS).write_text(yaml.safe_dump(params))
+    (artifacts / PARAMS).write_text(yaml.safe_dump(params))
     html, _ = render_report(artifacts)
     page = Page(html)
     assert page.scripts == scripts  # the param added none
@@ -390,7 +388,7 @@ def test_a_missing_model_leaves_a_note_and_the_rest_renders(artifacts):
 
 def test_renders_with_only_the_params(tmp_path):
     """Before any stage has run: every section says what is missing, nothing crashes."""
-    (tmp_path / pipeline.PARAMS).write_text(yaml.safe_dump(committed_params()))
+    (tmp_path / PARAMS).write_text(yaml.safe_dump(committed_params()))
     html, rows = render_report(tmp_path)
     page = Page(html)
     assert all(s in page.ids for s in report.SECTIONS)
@@ -518,7 +516,7 @@ def test_git_state_tells_edits_from_wall_clock_figures(artifacts, tmp_path, monk
 
 def _inputs(root: Path) -> tuple[Inputs, dict]:
     args = parser(None).parse_args(report_args(root))
-    return Inputs.from_args(args), load(args.params, *CHAPTER)
+    return inputs(args), load(args.params, *CHAPTER)
 
 
 def test_epochs_get_one_tick_each_up_to_ten():
@@ -528,7 +526,7 @@ def test_epochs_get_one_tick_each_up_to_ten():
     for epochs in (1, 3, 10, 40):
         ax = MplFigure().subplots()
         ax.plot(range(1, epochs + 1), [0.5] * epochs)
-        report._whole_epochs(epochs, ax)
+        whole_epochs(epochs, ax)
         ticks = [t for t in ax.get_xticks() if 0.5 <= t <= epochs + 0.5]
         assert ax.get_xlim() == (0.5, epochs + 0.5)
         if epochs <= 10:
@@ -540,7 +538,12 @@ def test_epochs_get_one_tick_each_up_to_ten():
 def test_confusion_and_mistakes_on_a_hand_made_case():
     y = np.array([1, 1, 1, 0, 0, 0], np.uint8)  # three 3s, three 7s
     prob3 = np.array([0.9, 0.2, 0.45, 0.1, 0.7, 0.95], np.float32)
-    assert confusion(prob3, y) == {"3": {"3": 1, "7": 2}, "7": {"3": 2, "7": 1}}
+    answers = np.where(prob3 > 0.5, 1, 0)  # a 3 (label 1) when prob3 > 0.5
+    matrix = confusion(answers, y, [1, 0])  # rows and columns: 3, then 7
+    assert matrix.tolist() == [[1, 2], [2, 1]]
+    table = confusion_table(matrix, ["3", "7"])
+    assert [[c["count"] for c in r["cells"]] for r in table["rows"]] == [[1, 2], [2, 1]]
+    assert (table["answered"], table["n"]) == ([3, 3], 6)
     x = np.zeros((6, 28, 28), np.uint8)
     got = mistakes(prob3, y, x, "linear")
     assert got["count"] == 4 and got["total"] == 6
@@ -590,7 +593,7 @@ def test_stage_script_help():
 
 
 def test_stage_script_writes_the_page_and_the_csv(artifacts):
-    done = run_stage("report", under=artifacts, params=artifacts / pipeline.PARAMS)
+    done = run_stage("report", under=artifacts, params=artifacts / PARAMS)
     assert done.returncode == 0, done.stderr
     page = (artifacts / pipeline.REPORT).read_text()
     assert "<table" in page and "accuracy-table" in page
@@ -602,11 +605,11 @@ def test_stage_script_writes_the_page_and_the_csv(artifacts):
 
 
 def test_stage_script_reports_bad_params_in_one_line(artifacts):
-    params = yaml.safe_load((artifacts / pipeline.PARAMS).read_text())
+    params = yaml.safe_load((artifacts / PARAMS).read_text())
     params["mlp"]["lr"] = -1.0
-    (artifacts / pipeline.PARAMS).write_text(yaml.safe_dump(params))
-    done = run_stage("report", under=artifacts, params=artifacts / pipeline.PARAMS)
+    (artifacts / PARAMS).write_text(yaml.safe_dump(params))
+    done = run_stage("report", under=artifacts, params=artifacts / PARAMS)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"error: {artifacts / pipeline.PARAMS}: mlp.lr: must be greater than 0 (got -1.0)"]
+        f"error: {artifacts / PARAMS}: mlp.lr: must be greater than 0 (got -1.0)"]
     assert not (artifacts / pipeline.REPORT).exists()

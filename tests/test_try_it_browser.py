@@ -48,7 +48,7 @@ PAGE = """<!DOCTYPE html>
 
 def panel_page(try_it: dict) -> str:
     """A minimal page holding the panel, rendered in the report's own environment."""
-    from mnist_basics.report import environment
+    from mnist_basics.page import environment
 
     return environment().from_string(PAGE).render(try_it=try_it)
 
