@@ -69,6 +69,12 @@ class Layout:
         """The chapter's 3-vs-7 task (one output, `mnist_loss`), not ten digits."""
         return len(self.classes) == 2
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names by label: names[j] is the class labelled j, the j-th column of a
+        predictions file's `probs` (MNIST_SAMPLE: 7, 3; the full MNIST: 0, ..., 9)."""
+        return tuple(sorted(self.classes, key=self.label.__getitem__))
+
 
 # fastai's URLs.MNIST_SAMPLE: the chapter labels a 3 as 1 and a 7 as 0.
 MNIST_SAMPLE = Layout(name="mnist_sample", top="mnist_sample", splits=("train", "valid"),

@@ -318,7 +318,7 @@ def confidence(pred: Mapping[str, np.ndarray], key: str, answers: np.ndarray,
     import numpy as np
 
     rows = np.arange(len(y))
-    if key == "pred" and "probs" in pred:
+    if "dist_l1" not in pred:  # a trained model
         return pred["probs"][rows, answers]
     dist = pred["dist_rmse" if key == "pred_rmse" else "dist_l1"]
     return dist[rows, y] - dist[rows, answers]

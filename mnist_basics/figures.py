@@ -239,13 +239,14 @@ def hidden_units_chart(w: np.ndarray) -> Figure:
 
 
 def distances_chart(pred: Mapping[str, np.ndarray], y: np.ndarray) -> Figure:
-    """Each validation digit's L1 and RMSE distance to mean3 and mean7, by true class."""
+    """Each validation digit's L1 and RMSE distance to mean3 and mean7, by true class; `pred`
+    is pixel_mean's predictions, with `dist_l1` and `dist_rmse` [N, 2] by label."""
     fig, axes = canvas(9, 5.6, nrows=2, ncols=2)
     threes = y == LABEL["3"]
     for row, (dist, name) in enumerate([("l1", "L1 (mnist_distance)"), ("rmse", "RMSE")]):
         for col, ideal in enumerate(("3", "7")):
             ax = axes[row, col]
-            d = pred[f"{dist}_{ideal}"]
+            d = pred[f"dist_{dist}"][:, LABEL[ideal]]
             ax.hist([d[threes], d[~threes]], bins=40, histtype="stepfilled", alpha=0.55,
                     label=[_("3s"), _("7s")], color=["C0", "C3"])
             ax.set(title=_("%(distance)s to mean%(ideal)s") % {"distance": name, "ideal": ideal},

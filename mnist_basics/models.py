@@ -38,6 +38,8 @@ from mnist_basics.train import (
     StageResult,
     Validation,
     batch_accuracy,
+    binary_pred,
+    binary_probs,
     card_labels,
     digit_accuracy,
     model_card,
@@ -220,9 +222,10 @@ def validate_epoch(model: Callable[[Tensor], Tensor], data: Prepared) -> Validat
     preds = model(data.valid_x)  # [N, 1], or [N, 10]
     if not data.binary:
         return Validation(loss=cross_entropy_loss(preds, data.valid_y).item(), preds=preds,
-                          probs=digit_probs(preds))
-    return Validation(loss=mnist_loss(preds, data.valid_y).item(), preds=preds.squeeze(1),
-                      prob3=preds.sigmoid().squeeze(1))
+                          pred=preds.argmax(dim=1), probs=digit_probs(preds))
+    logit = preds.squeeze(1)
+    return Validation(loss=mnist_loss(preds, data.valid_y).item(), preds=logit,
+                      pred=binary_pred(logit), probs=binary_probs(logit))
 
 
 def fit(model, data: Prepared, *, lr: float, epochs: int, batch_size: int, seed: int,
@@ -270,7 +273,7 @@ def train_linear(params: Mapping, tensors: Path, dataset: str = "mnist_sample") 
               desc="linear")
     card = model_card("linear", arch=linear_arch(n), input=INPUT, params=params, labels=labels)
     return trained_result(run, state=model.state_dict(), card=card, valid_y=data.labels,
-                          clock=clock, device=device)
+                          names=LAYOUTS[dataset].names, clock=clock, device=device)
 
 
 def train_mlp(params: Mapping, tensors: Path, dataset: str = "mnist_sample") -> StageResult:
@@ -287,7 +290,7 @@ def train_mlp(params: Mapping, tensors: Path, dataset: str = "mnist_sample") -> 
     card = model_card("mlp", arch=mlp_arch(p.hidden, n), input=INPUT, params=params,
                       labels=labels)
     return trained_result(run, state=model.state_dict(), card=card, valid_y=data.labels,
-                          clock=clock, device=device)
+                          names=LAYOUTS[dataset].names, clock=clock, device=device)
 
 
 def linear_arch(outputs: int = 1) -> dict:
@@ -334,18 +337,15 @@ def build(card: Mapping) -> tuple[Callable[[Tensor], Tensor], dict[str, tuple[in
 
 
 def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tensor], Tensor]:
-    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N], the probability of a 3;
-    with a ten-digit card (it has `labels`) -> float [N, 10], each digit's probability."""
+    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N, C], each label's
+    probability, as the stage's `probs` (the chapter's one output: 7, then 3)."""
     model, shapes = build(card)
     _check_state(state, shapes, card["model"])
     model.load_state_dict(dict(state))
-    ten = card_labels(card) is not None
 
     @torch.no_grad()
     def predict(x: Tensor) -> Tensor:
         preds = model(flatten(x))
-        if ten:
-            return digit_probs(preds)  # [N, 10], as the stage's `probs`
-        return preds.sigmoid().squeeze(1)  # [N, 1] -> [N]
+        return binary_probs(preds.squeeze(1)) if preds.shape[1] == 1 else digit_probs(preds)
 
     return predict

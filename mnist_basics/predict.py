@@ -75,9 +75,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="where the stages wrote their checkpoints (default: models/ for "
                          "mnist_sample, models/mnist/ for mnist)")
     ap.add_argument("--json", action="store_true",
-                    help="one JSON object per picture: file, each model's class, p and prob3 "
-                         "(probs, ten of them, with --dataset mnist; show: the --show PNG), "
-                         "or file and error")
+                    help="one JSON object per picture: file, each model's class, p and probs "
+                         "(each class's probability; show: the --show PNG), or file and error")
     ap.add_argument("--show", type=Path, metavar="PATH",
                     help="write the 28x28 each model saw, enlarged: a PNG for one picture, "
                          "a folder of them for several")
@@ -105,27 +104,26 @@ def main(args: argparse.Namespace) -> None:
             print(f"error: {a.error}", file=sys.stderr, flush=True)
         elif args.json:
             record: dict[str, object] = {"file": str(a.path), "models": {
-                m: {"class": label(p), "p": round(confidence(p), 6),
-                    ("probs" if isinstance(p, list) else "prob3"): p}
-                for m, p in a.prob3.items()}}
+                m: {"class": int(label(p)), "p": round(p[label(p)], 6), "probs": p}
+                for m, p in a.probs.items()}}
             if a.shown is not None:
                 record["show"] = str(a.shown)
             print(json.dumps(record), flush=True)
         else:
-            print(line(str(a.path).ljust(pad) if named else None, a.prob3), flush=True)
+            print(line(str(a.path).ljust(pad) if named else None, a.probs), flush=True)
     if len(ok) < len(answers):
         raise SystemExit(1)
 
 
 @dataclass
 class Answer:
-    """One picture: its 28x28 and each model's prob3 (ten probabilities on the full MNIST),
-    or why there are none."""
+    """One picture: its 28x28 and each model's probability of each class, or why there are
+    none."""
 
     path: Path
     x: np.ndarray | None = None  # uint8 [28, 28]
     error: str | None = None
-    prob3: dict[str, float | list[float]] = field(default_factory=dict)
+    probs: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> class -> p
     shown: Path | None = None  # where --show wrote its 28x28
 
 
@@ -146,39 +144,31 @@ def read_all(given: list[Path]) -> list[Answer]:
     return answers
 
 
-def classify(models: dict[str, Callable[[Tensor], Tensor]], answers: list[Answer]) -> None:
-    """Fill in each answer's prob3 from every model, a batch of pictures at a time."""
+def classify(models: dict[str, Model], answers: list[Answer]) -> None:
+    """Fill in each answer's probabilities from every model, a batch of pictures at a time;
+    the classes by label, as in the stages' `probs` (MNIST_SAMPLE: 7, then 3)."""
     import torch
 
     with torch.inference_mode():
         for start in range(0, len(answers), BATCH):
             chunk = answers[start:start + BATCH]
             x = torch.from_numpy(np.stack([a.x for a in chunk]))
-            for name, predict in models.items():
-                for a, p in zip(chunk, predict(x).float().tolist(), strict=True):
-                    a.prob3[name] = p
+            for name, model in models.items():
+                for a, p in zip(chunk, model.predict(x).float().tolist(), strict=True):
+                    a.probs[name] = dict(zip(model.names, p, strict=True))
 
 
-def label(prob3: float | list[float]) -> int:
-    """3 or 7 from the probability of a 3; the likeliest digit from ten probabilities."""
-    if isinstance(prob3, list):
-        return max(range(len(prob3)), key=prob3.__getitem__)
-    return 3 if prob3 > 0.5 else 7
+def label(probs: dict[str, float]) -> str:
+    """The class the model chose: the likeliest, the first by label of a tie, as the stages
+    count it (on MNIST_SAMPLE a 3 exactly when its probability is over 0.5)."""
+    return max(probs, key=probs.__getitem__)
 
 
-def confidence(prob3: float | list[float]) -> float:
-    """The probability of the class the model chose."""
-    if isinstance(prob3, list):
-        return max(prob3)
-    return prob3 if prob3 > 0.5 else 1 - prob3
-
-
-def line(name: str | None, prob3: dict[str, float]) -> str:
+def line(name: str | None, probs: dict[str, dict[str, float]]) -> str:
     """`3 (p=0.998)`; several models side by side, each after its name; the file's name first."""
-    if len(prob3) == 1:
-        cells = [f"{label(p)} (p={confidence(p):.3f})" for p in prob3.values()]
-    else:
-        cells = [f"{m} {label(p)} (p={confidence(p):.3f})" for m, p in prob3.items()]
+    cells = [f"{label(p)} (p={p[label(p)]:.3f})" for p in probs.values()]
+    if len(probs) > 1:
+        cells = [f"{m} {c}" for m, c in zip(probs, cells, strict=True)]
     return "  ".join(cells if name is None else [name, *cells])
 
 
@@ -234,10 +224,17 @@ def enlarged_png(x: np.ndarray) -> bytes:
 
 
 # -- The model -------------------------------------------------------------------------------
-def load_model(name: str, models_dir: Path,
-               dataset: str = SAMPLE) -> Callable[[Tensor], Tensor]:
-    """The trained `name` from `models_dir`: uint8 [N, 28, 28] -> prob3 float [N], or on the
-    full MNIST the ten digits' probabilities, float [N, 10]."""
+@dataclass(frozen=True)
+class Model:
+    """A trained model: uint8 [N, 28, 28] -> float [N, C], each class's probability, the
+    classes by label as `names` says (the stage's `probs`)."""
+
+    predict: Callable[[Tensor], Tensor]
+    names: list[str]
+
+
+def load_model(name: str, models_dir: Path, dataset: str = SAMPLE) -> Model:
+    """The trained `name` from `models_dir`, with the class each of its outputs stands for."""
     if name not in METHODS:
         raise PipelineError(f"unknown model {name!r}; known models: {', '.join(METHODS)}")
     ckpt = models_dir / Path(checkpoint(name)).name
@@ -263,8 +260,10 @@ def load_model(name: str, models_dir: Path,
                             f"(or --models-dir of a {dataset} model)")
     state = load_tensors(ckpt)  # safetensors only: a pickle is refused, never unpickled
     module = importlib.import_module(MODEL_CODE[name].removesuffix(".py").replace("/", "."))
+    from mnist_basics.train import card_names  # with torch, which the models need anyway
+
     try:
-        return module.load_predictor(state, card)
+        return Model(module.load_predictor(state, card), card_names(card))
     except PipelineError as e:
         raise PipelineError(f"{ckpt}: {short(e)}; rerun stage {stage}") from None
     except (KeyError, RuntimeError, ValueError, TypeError) as e:  # e.g. load_state_dict's

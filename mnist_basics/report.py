@@ -95,7 +95,7 @@ SAMPLES_SHOWN = 24  # digits of each class in the data section
 NEEDS = {
     "tensors": {"train_x", "train_y", "valid_x", "valid_y"},
     "checkpoint": {"pixel_mean": {"mean3", "mean7"}, "linear": {"weights"}, "mlp": {"0.weight"}},
-    "predictions": {"pixel_mean": {"prob3", "l1_3", "l1_7", "rmse_3", "rmse_7"}},
+    "predictions": {"pixel_mean": {"pred", "probs", "dist_l1", "dist_rmse"}},
 }
 SGD_NEEDS = {"time", "speed", "params", "preds", "loss", "curve_x", "curve_sigmoid",
              "curve_relu", "curve_square"}
@@ -155,7 +155,7 @@ def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
         run.tensors = read_arrays(stack["tensors"], NEEDS["tensors"], "stack")
     for kind, into in [("checkpoint", run.checkpoint), ("predictions", run.predictions)]:
         for method, path in inputs.kind(kind, METHODS).items():
-            needs = NEEDS[kind].get(method, {"prob3"} if kind == "predictions" else None)
+            needs = NEEDS[kind].get(method, {"pred", "probs"} if kind == "predictions" else None)
             if needs is not None and path.exists():  # resnet18's weights draw nothing
                 into[method] = read_arrays(path, needs, method)
     for kind, into, read in [("metrics", run.metrics, read_json),
@@ -177,11 +177,14 @@ def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
     if run.tensors is not None:
         n = len(run.tensors["valid_y"])
         for method, p in run.predictions.items():
-            if len(p["prob3"]) != n:
+            where = inputs.files[method]["predictions"]
+            if p["probs"].shape != (n, len(CLASSES)) or p["pred"].shape != (n,):
                 raise PipelineError(
-                    f"{inputs.files[method]['predictions']}: prob3 holds {len(p['prob3'])} "
-                    f"digits but {stack['tensors']} has {n} validation digits; "
-                    f"rerun the {method} stage")
+                    f"{where}: probs holds {len(p['probs'])} digits but {stack['tensors']} "
+                    f"has {n} validation digits; rerun the {method} stage")
+            if p["pred"].dtype.kind not in "iu":
+                raise PipelineError(f"{where}: pred holds {p['pred'].dtype} numbers, not "
+                                    f"labels; rerun the {method} stage")
     return run
 
 
@@ -224,17 +227,18 @@ def accuracy_table(run: Run) -> list[dict[str, object]]:
 # -- Sections --------------------------------------------------------------------------------
 
 
-def mistakes(prob3: np.ndarray, y: np.ndarray, x: np.ndarray, title: str) -> dict:
-    """The most confident wrong answers first (fastai's "top losses"), at most 12."""
+def mistakes(pred: Mapping[str, np.ndarray], y: np.ndarray, x: np.ndarray, title: str) -> dict:
+    """The most confident wrong answers first (fastai's "top losses"), at most 12; `pred` is a
+    predictions file (`pred`, `probs`)."""
     import numpy as np
 
-    pred3 = prob3 > 0.5
-    confidence = np.where(pred3, prob3, 1 - prob3)
-    wrong = np.flatnonzero(pred3 != (y == LABEL["3"]))
+    answers = pred["pred"]
+    confidence = pred["probs"][np.arange(len(answers)), answers]
+    wrong = np.flatnonzero(answers != y)
     order = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
     shown = []
     for i in order:
-        truth, called = ("3", "7") if y[i] == LABEL["3"] else ("7", "3")
+        truth, called = MNIST_SAMPLE.names[y[i]], MNIST_SAMPLE.names[answers[i]]
         v = {"i": i, "truth": truth, "title": title, "called": called,
              "confidence": f"{confidence[i]:.2f}"}
         shown.append(picture(
@@ -305,7 +309,7 @@ def pixel_section(run: Run) -> dict:
         threes = run.tensors["valid_y"] == LABEL["3"]
         # The pixel_mean stage computed mnist_distance(valid_3_tens, mean3) by broadcasting.
         out["broadcast"] = {"valid": [int(threes.sum()), SIZE, SIZE],
-                            "dist": list(pred["l1_3"][threes].shape)}
+                            "dist": list(pred["dist_l1"][threes, LABEL["3"]].shape)}
     return out
 
 
@@ -351,8 +355,6 @@ def model_section(run: Run, method: str) -> dict:
 
 
 def resnet18_section(run: Run) -> dict:
-    import numpy as np
-
     out: dict = {"missing": run.missing("resnet18"), "charts": [], "confusion": None,
                  "metrics": run.metrics.get("resnet18")}
     if run.steps is not None or "resnet18" in run.history:
@@ -360,10 +362,9 @@ def resnet18_section(run: Run) -> dict:
                                          BOOK["resnet18"]))
     pred = run.predictions.get("resnet18")
     if pred is not None and run.tensors is not None:
-        y = run.tensors["valid_y"]
-        answers = np.where(pred["prob3"] > 0.5, LABEL["3"], LABEL["7"])  # a 3 when prob3 > 0.5
-        out["confusion"] = confusion_table(confusion(answers, y, [LABEL[c] for c in CLASSES]),
-                                           CLASSES)
+        labels = [LABEL[c] for c in CLASSES]  # rows and columns: 3, then 7, as the book
+        out["confusion"] = confusion_table(
+            confusion(pred["pred"], run.tensors["valid_y"], labels), CLASSES)
     return out
 
 
@@ -380,7 +381,7 @@ def mistakes_section(run: Run) -> list[dict]:
                                if not p.exists()]
         else:
             v = run.tensors
-            item["result"] = mistakes(pred["prob3"], v["valid_y"], v["valid_x"], title)
+            item["result"] = mistakes(pred, v["valid_y"], v["valid_x"], title)
         out.append(item)
     return out
 

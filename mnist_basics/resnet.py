@@ -52,7 +52,8 @@ from mnist_basics.train import (
     StageResult,
     Validation,
     batch_accuracy,
-    card_labels,
+    binary_pred,
+    card_names,
     digit_accuracy,
     model_card,
     setup,
@@ -224,12 +225,11 @@ def validate_epoch(model: nn.Module, data: Prepared, *, bf16: bool,
     """Cross-entropy on the validation set; the 3's logit margin and probability per digit
     (on ten digits, the logits and the softmax)."""
     logits = predict_logits(model, data.valid_x, bf16=bf16)
+    loss, probs = F.cross_entropy(logits, data.valid_y).item(), logits.softmax(dim=1)
     if not binary:
-        return Validation(loss=F.cross_entropy(logits, data.valid_y).item(), preds=logits,
-                          probs=logits.softmax(dim=1))
-    return Validation(loss=F.cross_entropy(logits, data.valid_y).item(),
-                      preds=logits[:, 1] - logits[:, 0],  # sigmoid(l3 - l7) = softmax's p3
-                      prob3=logits.softmax(dim=1)[:, 1])
+        return Validation(loss=loss, preds=logits, pred=logits.argmax(dim=1), probs=probs)
+    margin = logits[:, 1] - logits[:, 0]  # sigmoid(l3 - l7) = softmax's p3
+    return Validation(loss=loss, preds=margin, pred=binary_pred(margin), probs=probs)
 
 
 def fit_one_cycle(model: nn.Module, data: Prepared, *, lr: float, epochs: int,
@@ -278,9 +278,9 @@ def train_resnet18(params: Mapping, tensors: Path, dataset: str = "mnist_sample"
     """Stage resnet18's whole run: the network from scratch, one cycle of `fit_one_cycle`."""
     train, p = params["train"], params["resnet18"]
     layout = LAYOUTS[dataset]
-    # The chapter's two outputs (index 1 a 3) need no labels; ten digits are named "0"-"9".
-    labels = None if layout.binary else list(layout.classes)
-    classes = CLASSES if labels is None else len(labels)
+    classes = len(layout.names)  # one output per label: the chapter's index 1 is a 3
+    # The chapter's card stays as it was, without labels; ten digits are named "0"-"9".
+    labels = None if layout.binary else list(layout.names)
     clock = Clock()
     device = setup(train.seed, train.device, "resnet18")
     data = prepare(load_sample(tensors), device, p.channels_last)
@@ -293,7 +293,7 @@ def train_resnet18(params: Mapping, tensors: Path, dataset: str = "mnist_sample"
     card = model_card("resnet18", arch=arch(classes), input=card_input(data, p.bf16),
                       params=params, labels=labels)
     return trained_result(run, state=model.state_dict(), card=card, valid_y=data.valid_y,
-                          clock=clock, device=device)
+                          names=layout.names, clock=clock, device=device)
 
 
 def card_input(data: Prepared, bf16: bool) -> dict:
@@ -303,8 +303,8 @@ def card_input(data: Prepared, bf16: bool) -> dict:
 
 # -- Reloading -------------------------------------------------------------------------------
 def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tensor], Tensor]:
-    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N], the probability of a 3;
-    with a ten-digit card (it has `labels`) -> float [N, 10], the softmax.
+    """A classifier from a checkpoint: uint8 [N, 28, 28] -> float [N, C], the softmax, as the
+    stage's `probs` (the chapter's two outputs: 7, then 3).
 
     It prepares images and scores them exactly as the stage scored the validation set
     (same normalisation, same autocast), so it reproduces the stage's predictions.
@@ -316,8 +316,7 @@ def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tens
         mean, std = float(inp["mean"]), float(inp["std"])
     except (KeyError, TypeError, ValueError):
         raise PipelineError("resnet18 model card: input.mean and input.std are needed") from None
-    labels = card_labels(card)
-    model = resnet18(classes=CLASSES if labels is None else len(labels))
+    model = resnet18(classes=len(card_names(card)))
     try:
         model.load_state_dict(dict(state))
     except RuntimeError as e:  # missing, unexpected or misshapen tensors
@@ -329,7 +328,6 @@ def load_predictor(state: Mapping[str, Tensor], card: Mapping) -> Callable[[Tens
 
     def predict(x: Tensor) -> Tensor:
         images = prepare_images(x, mean, std, channels_last=channels_last)
-        probs = predict_logits(model, images, bf16=bf16).softmax(dim=1)
-        return probs if labels is not None else probs[:, 1]
+        return predict_logits(model, images, bf16=bf16).softmax(dim=1)
 
     return predict

@@ -16,8 +16,9 @@ their model, loss and optimizer into these.
 Every stage that fits a model returns one `StageResult`, and `save_results` writes it, each
 file with one writer and one format:
 - the checkpoint (safetensors) and its model card (JSON: architecture and params);
-- the validation predictions (safetensors: `prob3`, the probability that each digit is a 3;
-  on ten digits `pred`, the digit each is taken for, and `probs` [N, 10], the softmax);
+- the validation predictions (safetensors), one schema for any number of classes C: `pred`
+  int64 [N], the label each digit is taken for, and `probs` float [N, C], each label's
+  probability (column j is the class labelled j: `Layout.names`);
 - `metrics/<stage>.json` and `metrics/<stage>_history.csv`: results only, so that two runs
   with the same params write the same bytes;
 - `metrics/<stage>_timing.json`: the wall-clock figures, apart for that reason.
@@ -41,6 +42,7 @@ from torch import Tensor
 
 from mnist_basics import PipelineError, compat
 from mnist_basics.artifacts import save_tensors, write_csv, write_json
+from mnist_basics.data import MNIST_SAMPLE
 from mnist_basics.methods import MULTICORE
 
 log = logging.getLogger("mnist_basics")
@@ -177,17 +179,28 @@ def train_epoch(model: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tenso
 
 @dataclass(frozen=True)
 class Validation:
-    """What a model's `validate_epoch` returns for the whole validation set: `prob3` for the
-    chapter's 3s and 7s, `probs` for ten digits."""
+    """What a model's `validate_epoch` returns for the whole validation set, whatever the
+    number of classes C: the raw outputs its accuracy reads, and the predictions file."""
 
     loss: float
-    preds: Tensor  # the outputs: float [N] before the sigmoid (a logit for the 3), or [N, 10]
-    prob3: Tensor | None = None  # float [N]: the probability that each digit is a 3
-    probs: Tensor | None = None  # float [N, 10]: each digit's softmax
+    preds: Tensor  # the outputs: float [N] before the sigmoid (a logit for the 3), or [N, C]
+    pred: Tensor  # int64 [N]: the label each digit is taken for
+    probs: Tensor  # float [N, C]: each label's probability
 
     def cpu(self) -> Validation:
-        return Validation(self.loss, *(None if t is None else t.cpu()
-                                       for t in (self.preds, self.prob3, self.probs)))
+        return Validation(self.loss, self.preds.cpu(), self.pred.cpu(), self.probs.cpu())
+
+
+def binary_probs(logit: Tensor) -> Tensor:
+    """The chapter's one output (a logit for the 3, label 1) as both labels' probabilities:
+    [N] -> [N, 2], columns 7 then 3, so the 3's column is exactly the sigmoid."""
+    p3 = logit.sigmoid()
+    return torch.stack([1 - p3, p3], dim=1)
+
+
+def binary_pred(logit: Tensor) -> Tensor:
+    """`batch_accuracy`'s rule as a label: a 3 (1) where sigmoid(logit) > 0.5, else a 7 (0)."""
+    return (logit.sigmoid() > 0.5).long()
 
 
 @dataclass
@@ -239,23 +252,19 @@ def train_model(train_epoch: Callable[[int], Epoch], validate_epoch: Callable[[]
 
 
 # -- Results ---------------------------------------------------------------------------------
-def accuracy_by_class(preds: Tensor, y: Tensor) -> dict[str, float]:
-    """`batch_accuracy` overall and on each class; preds [N] before the sigmoid, y [N]."""
-    threes = y.bool()
-    return {
-        "accuracy": round(batch_accuracy(preds, y).item(), 6),
-        "accuracy_3": round(batch_accuracy(preds[threes], y[threes]).item(), 6),
-        "accuracy_7": round(batch_accuracy(preds[~threes], y[~threes]).item(), 6),
-    }
-
-
-def digit_accuracies(pred: Tensor, y: Tensor, classes: int = 10) -> dict[str, float]:
-    """The share of right answers overall and among each digit's images (`accuracy_0` is the
-    share of the 0s taken for a 0); pred and y are digits [N]. Every digit has images: the
-    stack stage refuses an empty class folder."""
+def per_class(pred: Tensor, y: Tensor, classes: int) -> list[float]:
+    """The share of each label's images taken for it, label by label; pred and y are labels
+    [N]. Every class has images: the stack stage refuses an empty class folder."""
     right = (pred == y).float()
-    return {"accuracy": round(right.mean().item(), 6),
-            **{f"accuracy_{d}": round(right[y == d].mean().item(), 6) for d in range(classes)}}
+    return [right[y == j].mean().item() for j in range(classes)]
+
+
+def class_accuracies(pred: Tensor, y: Tensor, names: Sequence[str]) -> dict[str, float]:
+    """The share of right answers overall and on each class, named by `names` (by label):
+    `accuracy_3` is the share of the 3s taken for a 3. Six places, as every stage writes."""
+    return {"accuracy": round((pred == y).float().mean().item(), 6),
+            **{f"accuracy_{name}": round(v, 6)
+               for name, v in zip(names, per_class(pred, y, len(names)), strict=True)}}
 
 
 @dataclass
@@ -283,7 +292,7 @@ class StageResult:
 
     state: Mapping[str, Tensor]  # the checkpoint
     card: Mapping  # the model card: architecture, how inputs are prepared, the params
-    predictions: Mapping[str, Tensor]  # prob3 [N_valid] (ten digits: pred, probs), and the rest
+    predictions: Mapping[str, Tensor]  # pred [N_valid], probs [N_valid, C], and the rest
     metrics: Mapping[str, float | int]  # results only: accuracies and losses
     history: list[dict[str, object]]  # one row per epoch, results only
     timing: Mapping[str, object]  # wall-clock figures
@@ -316,6 +325,12 @@ def card_labels(card: Mapping) -> list[str] | None:
     return labels
 
 
+def card_names(card: Mapping) -> list[str]:
+    """The classes a card's outputs stand for, by label: its `labels`, or, on a chapter card
+    (which has none), MNIST_SAMPLE's 7 and 3."""
+    return card_labels(card) or list(MNIST_SAMPLE.names)
+
+
 def timing_record(clock: Clock, *, train_seconds: float, images: int, epoch_seconds: list,
                   device: torch.device | str) -> dict[str, object]:
     return {
@@ -329,16 +344,12 @@ def timing_record(clock: Clock, *, train_seconds: float, images: int, epoch_seco
 
 
 def trained_result(run: Fit, *, state: Mapping[str, Tensor], card: Mapping, valid_y: Tensor,
-                   clock: Clock, device: torch.device) -> StageResult:
-    """The StageResult of a model that `train_model` trained; valid_y is [N] (1 = a 3, or
-    the digit when the model scored ten: its validation has `probs`)."""
+                   names: Sequence[str], clock: Clock, device: torch.device) -> StageResult:
+    """The StageResult of a model that `train_model` trained; valid_y are the labels [N] and
+    `names` the classes by label (`Layout.names`)."""
     last, valid_y = run.history[-1], valid_y.cpu()
-    if run.last.probs is None:  # the chapter's one output
-        scores, predictions = accuracy_by_class(run.last.preds, valid_y), {"prob3": run.last.prob3}
-    else:
-        pred = run.last.preds.argmax(dim=1)  # int64 [N]: the digit each image is taken for
-        scores = digit_accuracies(pred, valid_y, run.last.probs.shape[1])
-        predictions = {"pred": pred, "probs": run.last.probs}
+    scores = class_accuracies(run.last.pred, valid_y, names)
+    predictions = {"pred": run.last.pred, "probs": run.last.probs}
     metrics = {
         **scores,
         "train_loss": last["train_loss"],
@@ -374,7 +385,7 @@ def save_results(paths: Paths, result: StageResult) -> None:
     """Write every output of a model stage, each one atomically; timing goes last."""
     save_tensors(paths.checkpoint, result.state)
     write_json(paths.model_card, result.card)
-    save_tensors(paths.predictions, {k: v.float() if k in ("prob3", "probs") else v
+    save_tensors(paths.predictions, {k: v.float() if v.is_floating_point() else v
                                      for k, v in result.predictions.items()})
     write_json(paths.metrics, dict(result.metrics))
     write_csv(paths.history, result.history)

@@ -14,10 +14,10 @@ import torch
 
 from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_json
-from mnist_basics.data import load_sample
+from mnist_basics.data import MNIST_SAMPLE, load_sample
 from mnist_basics.models import BasicOptim, fit, nn_linear, prepare, torch_sgd
 from mnist_basics.params import load
-from mnist_basics.train import accuracy_by_class, setup
+from mnist_basics.train import class_accuracies, setup
 
 VARIANTS = {"basic_optim": BasicOptim, "torch_sgd": torch_sgd}
 
@@ -39,7 +39,7 @@ def main() -> None:
     apart = max((a[k] - b[k]).abs().max().item() for k in a)
     valid_y = data.valid_y.squeeze(1).cpu()
     write_json(args.metrics, {
-        **{name: {**accuracy_by_class(run.last.preds, valid_y),
+        **{name: {**class_accuracies(run.last.pred, valid_y, MNIST_SAMPLE.names),
                   "train_loss": run.history[-1]["train_loss"]} for name, run in runs.items()},
         "largest_parameter_difference": apart})
     write_csv(args.history, [{"epoch": rows[0]["epoch"],

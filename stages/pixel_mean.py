@@ -2,8 +2,9 @@
 
 Reads the stacked tensors, averages the training 3s and 7s into `mean3` and `mean7`, and
 classifies the validation digits by L1 distance (the book's `mnist_distance`) and by RMSE.
-Writes the mean images as the checkpoint, the distances beside `prob3` in the predictions,
-and the book's accuracies (3s, 7s, their average) as metrics. It reads no params.
+Writes the mean images as the checkpoint, the predictions as every method writes them (`pred`,
+`probs`) with the distances beside, and the book's accuracies (3s, 7s, their average) as
+metrics. It reads no params.
 
 On the full MNIST (`--dataset mnist`) there are ten means, one per digit.
 

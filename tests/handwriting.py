@@ -227,7 +227,8 @@ def table(models_dir: Path, per_digit: int = 150, seed: int = 0, cropped: bool =
 
         def predict(x: np.ndarray, model=model) -> np.ndarray:
             with torch.inference_mode():
-                return model(torch.from_numpy(x)).float().numpy()
+                probs = model.predict(torch.from_numpy(x)).float().numpy()
+            return probs[:, model.names.index("3")]  # the probability of a 3
 
         was, now = accuracy(predict, before, labels), accuracy(predict, after, labels)
         rows.append({"model": name, "before": was["all"], "after": now["all"],

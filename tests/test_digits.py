@@ -213,7 +213,7 @@ def test_pixel_mean_on_ten_digits(digits, tmp_path):
         torch.testing.assert_close(means[d], x[y == d].mean(0))
 
     p = result.predictions
-    assert set(p) == {"pred", "pred_rmse", "dist_l1", "dist_rmse"}
+    assert set(p) == {"pred", "probs", "pred_rmse", "dist_l1", "dist_rmse"}
     valid = sample.valid_x.float() / 255
     l1 = (valid[:, None] - means[None]).abs().mean((-1, -2))  # all ten at once, [N, 10]
     rmse = ((valid[:, None] - means[None]) ** 2).mean((-1, -2)).sqrt()
@@ -243,10 +243,10 @@ def test_pixel_mean_on_ten_digits(digits, tmp_path):
     torch.testing.assert_close(probs, inverse / inverse.sum(1, keepdim=True))
 
 
-def test_pixel_mean_digit_probs_with_two_means_is_the_chapters_prob3():
+def test_pixel_mean_probs_with_two_means_is_the_chapters_prob3():
     d3, d7 = torch.tensor([0.1, 0.3, 0.2]), torch.tensor([0.2, 0.1, 0.2])
-    two = pixel_mean.digit_probs(torch.stack([d3, d7], dim=1))
-    torch.testing.assert_close(two[:, 0], pixel_mean.prob3_from(d3, d7))
+    two = pixel_mean.inverse_distance_probs(torch.stack([d7, d3], dim=1))  # by label: 7, 3
+    torch.testing.assert_close(two[:, 1], d7 / (d3 + d7))
 
 
 # -- Reloading refuses what does not fit -------------------------------------------------------
@@ -255,7 +255,7 @@ def test_a_ten_digit_card_refuses_a_chapter_checkpoint():
     chapter = models.Linear1().state_dict()
     with pytest.raises(PipelineError, match=r"weights has shape \[784, 1\], expected \[784, 10\]"):
         models.load_predictor(chapter, card)
-    with pytest.raises(PipelineError, match="a 10-digit pixel_mean model has means"):
+    with pytest.raises(PipelineError, match="a pixel_mean model of 10 classes has means"):
         pixel_mean.load_predictor({"mean3": torch.zeros(28, 28), "mean7": torch.zeros(28, 28)},
                                   {"model": "pixel_mean", "labels": DIGITS})
     with pytest.raises(PipelineError, match="checkpoint does not fit a resnet18 model"):

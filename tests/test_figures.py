@@ -45,7 +45,7 @@ def figures(monkeypatch, epochs: dict[str, int]) -> list:
     figs.linear_weights_chart(rng.normal(size=(784, 1)))
     figs.hidden_units_chart(rng.normal(size=(30, 784)))
     y = np.array([1, 0] * 50)
-    figs.distances_chart({k: rng.random(100) for k in ("l1_3", "l1_7", "rmse_3", "rmse_7")}, y)
+    figs.distances_chart({k: rng.random((100, 2)) for k in ("dist_l1", "dist_rmse")}, y)
     return drawn
 
 

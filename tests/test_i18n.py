@@ -243,11 +243,12 @@ def test_figures_and_captions_follow_the_language():
     """report.py's strings in use: English by default, Estonian within `language("et")`."""
     import numpy as np
 
-    y, x, prob3 = np.array([1], np.uint8), np.zeros((1, 28, 28), np.uint8), np.array([0.2])
-    shown = report.mistakes(prob3, y, x, "linear")["shown"]
+    y, x = np.array([1], np.uint8), np.zeros((1, 28, 28), np.uint8)
+    pred = {"pred": np.array([0]), "probs": np.array([[0.8, 0.2]])}  # a 3 taken for a 7
+    shown = report.mistakes(pred, y, x, "linear")["shown"]
     assert shown[0].caption == "a 3, called 7 (0.80)"
     with i18n.language("et"):
-        et = report.mistakes(prob3, y, x, "linear")["shown"]
+        et = report.mistakes(pred, y, x, "linear")["shown"]
         assert key_params("mlp", {"mlp": {"lr": 0.2, "batch_size": 256, "epochs": 1,
                                                  "hidden": 30}}) == (
             "õpimäär 0.2, partii 256, 1 epohh, 30 peidetud neuronit")

@@ -92,9 +92,12 @@ def test_fit_learns_tiny_data(name, tiny_tensors):
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
     assert run.history[-1]["valid_accuracy"] == 1.0
     last = run.last  # the last epoch's validation, on the CPU
-    assert last.prob3.shape == last.preds.shape == (48,)
-    assert last.prob3.dtype == torch.float32 and last.prob3.device.type == "cpu"
-    torch.testing.assert_close(last.prob3, last.preds.sigmoid())  # preds are before the sigmoid
+    assert last.preds.shape == last.pred.shape == (48,) and last.probs.shape == (48, 2)
+    assert last.probs.dtype == torch.float32 and last.probs.device.type == "cpu"
+    # probs by label (7, 3): the 3's is the sigmoid of the output, the 7's the rest
+    torch.testing.assert_close(last.probs[:, 1], last.preds.sigmoid())
+    torch.testing.assert_close(last.probs.sum(1), torch.ones(48))
+    assert torch.equal(last.pred, (last.preds.sigmoid() > 0.5).long())
     valid_y = data.valid_y.squeeze(1)
     assert batch_accuracy(last.preds, valid_y).item() == run.history[-1]["valid_accuracy"]
 
@@ -146,15 +149,17 @@ def test_stage_end_to_end_and_byte_identical(name, tiny_tensors, tmp_path):
     assert card["params"] == {"train": {**COMMITTED["train"], **TINY["train"]},
                               name: {**COMMITTED[name], **TINY[name]}}
     state = load_tensors(a / f"models/{name}.safetensors")
-    prob3 = load_tensors(a / f"models/{name}_valid.safetensors")["prob3"]
-    assert prob3.shape == (48,) and prob3.dtype == torch.float32
-    valid_y = load_sample(tiny_tensors).valid_y.bool()
-    assert metrics["accuracy"] == round(((prob3 > 0.5) == valid_y).float().mean().item(), 6)
+    preds = load_tensors(a / f"models/{name}_valid.safetensors")
+    assert {k: (list(v.shape), v.dtype) for k, v in preds.items()} == {
+        "pred": ([48], torch.int64), "probs": ([48, 2], torch.float32)}
+    valid_y = load_sample(tiny_tensors).valid_y
+    assert metrics["accuracy"] == round((preds["pred"] == valid_y).float().mean().item(), 6)
+    assert torch.equal(preds["pred"], (preds["probs"][:, 1] > 0.5).long())
     if name == "mlp":
         assert metrics["accuracy"] == 1.0  # (std-1 linear1 needs more than 96 images)
     # Reloaded with no pickle, the checkpoint gives back the saved predictions.
     valid_x = load_sample(tiny_tensors).valid_x
-    torch.testing.assert_close(load_predictor(state, card)(valid_x), prob3)
+    torch.testing.assert_close(load_predictor(state, card)(valid_x), preds["probs"])
 
     for rel in (f"models/{name}.safetensors", f"models/{name}_valid.safetensors",
                 f"models/{name}.json", f"metrics/{name}.json", f"metrics/{name}_history.csv"):

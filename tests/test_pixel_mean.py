@@ -7,28 +7,29 @@ import json
 import os
 import subprocess
 
-import pytest
 import torch
 
 from mnist_basics.artifacts import load_tensors
-from mnist_basics.data import MnistSample, load_sample
+from mnist_basics.data import MNIST, MNIST_SAMPLE, MnistSample, load_sample
 from mnist_basics.pipeline import BY_NAME
 from mnist_basics.pixel_mean import (
-    class_accuracies,
+    class_means,
     classify,
     load_predictor,
-    mean_images,
     mnist_distance,
     rmse_distance,
+    scores,
 )
 from tests.harness import ROOT, run_stage
+
+NAMES = MNIST_SAMPLE.names  # 7, 3: the classes by label
 
 
 def test_mean_images_are_the_ideal_digits():
     x = torch.tensor([[[0, 255], [0, 255]], [[255, 255], [255, 255]], [[0, 0], [0, 0]]],
                      dtype=torch.uint8)  # [3, 2, 2]
     y = torch.tensor([1, 1, 0], dtype=torch.uint8)
-    mean3, mean7 = mean_images(x, y)
+    mean7, mean3 = class_means(x, y, 2)  # by label: a 7 is 0, a 3 is 1
     assert mean3.dtype == torch.float32 and mean3.shape == (2, 2)
     torch.testing.assert_close(mean3, torch.tensor([[0.5, 1.0], [0.5, 1.0]]))
     torch.testing.assert_close(mean7, torch.zeros(2, 2))
@@ -46,27 +47,44 @@ def test_distances_match_the_book_and_broadcast():
 
 def test_accuracy_is_the_average_of_the_two_classes():
     # 3 threes (2 right) and 1 seven (right): the book averages 2/3 and 1, not 3/4 overall.
-    # The margin is d7 - d3; a tie is no 3, as the book's `is_3 = d3 < d7` has it.
-    margin = torch.tensor([0.1, 0.3, 0.0, -0.05])
+    pred = torch.tensor([1, 1, 0, 0])
     y = torch.tensor([1, 1, 1, 0], dtype=torch.uint8)
-    acc3, acc7, avg = class_accuracies(margin, y)
-    assert (acc3, acc7) == pytest.approx((2 / 3, 1.0))
-    assert avg == pytest.approx((2 / 3 + 1) / 2)
+    m = scores(pred, y, NAMES)
+    assert (m["accuracy_3"], m["accuracy_7"]) == (round(2 / 3, 6), 1.0)
+    assert m["accuracy"] == round((2 / 3 + 1) / 2, 6)
+    # With ten classes the headline is the share of all digits right, as for every method.
+    y10 = torch.tensor([0, 1, 1, 2])
+    assert scores(torch.tensor([0, 1, 2, 2]), y10, MNIST.names)["accuracy"] == 0.75
+
+
+def test_a_tie_is_no_3_as_the_book_has_it():
+    """The book's `is_3 = d3 < d7`: a digit as far from both means is a 7 (label 0)."""
+    x = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    x[0, :, :14] = 255
+    three, seven = torch.zeros(28, 28, dtype=torch.uint8), torch.zeros(28, 28, dtype=torch.uint8)
+    three[:, :7], seven[:, 7:14] = 255, 255  # each differs from x in 7 columns: a tie
+    out = classify(MnistSample(torch.stack([seven, three]), torch.tensor([0, 1]).byte(),
+                               x, torch.tensor([1]).byte()), NAMES)
+    d = out["predictions"]["dist_l1"][0]
+    assert d[0] == d[1] and out["predictions"]["pred"].tolist() == [0]
 
 
 def test_classify_tiny(tiny_tensors):
     sample = load_sample(tiny_tensors)
-    out = classify(sample)
+    out = classify(sample, NAMES)
     m = out["metrics"]
     assert set(m) == {"accuracy", "accuracy_3", "accuracy_7",
                       "rmse_accuracy", "rmse_accuracy_3", "rmse_accuracy_7"}
     assert m["accuracy"] == 1.0 and m["rmse_accuracy"] == 1.0  # the tiny digits are easy
-    d = out["distances"]
+    p = out["predictions"]
     n = len(sample.valid_y)
-    assert all(v.shape == (n,) and v.dtype == torch.float32 for v in d.values())
-    # prob3 = d7/(d3+d7) says "3" exactly when the digit is nearer the ideal 3.
-    assert torch.equal(out["prob3"] > 0.5, d["l1_3"] < d["l1_7"])
-    assert ((out["prob3"] > 0) & (out["prob3"] < 1)).all()
+    assert p["dist_l1"].shape == p["dist_rmse"].shape == p["probs"].shape == (n, 2)
+    assert p["pred"].dtype == p["pred_rmse"].dtype == torch.int64
+    # The 3's probability is the chapter's d7/(d3+d7): over 0.5 exactly when nearer the 3.
+    d7, d3 = p["dist_l1"].unbind(1)
+    torch.testing.assert_close(p["probs"][:, 1], d7 / (d3 + d7))
+    assert torch.equal(p["pred"] == 1, d3 < d7)
+    torch.testing.assert_close(p["probs"].sum(1), torch.ones(n))
 
 
 def test_classify_counts_mistakes_per_class():
@@ -75,7 +93,7 @@ def test_classify_counts_mistakes_per_class():
     three[:, :14], seven[:, 14:] = 255, 255
     train_x, train_y = torch.stack([three, seven]), torch.tensor([1, 0], dtype=torch.uint8)
     valid_x, valid_y = torch.stack([seven, seven, seven]), torch.tensor([1, 1, 0]).byte()
-    m = classify(MnistSample(train_x, train_y, valid_x, valid_y))["metrics"]
+    m = classify(MnistSample(train_x, train_y, valid_x, valid_y), NAMES)["metrics"]
     assert (m["accuracy_3"], m["accuracy_7"], m["accuracy"]) == (0.0, 1.0, 0.5)
 
 
@@ -91,12 +109,15 @@ def test_stage_end_to_end(tiny_tensors, tmp_path):
     assert set(state) == {"mean3", "mean7"}
     assert all(v.dtype == torch.float32 and v.shape == (28, 28) for v in state.values())
     sample = load_sample(tiny_tensors)
-    mean3, mean7 = mean_images(sample.train_x, sample.train_y)
+    mean7, mean3 = class_means(sample.train_x, sample.train_y, 2)
     assert torch.equal(state["mean3"], mean3) and torch.equal(state["mean7"], mean7)
 
+    # The predictions every method writes (pred, probs), and the distances beside.
     preds = load_tensors(a / "models/pixel_mean_valid.safetensors")
-    assert set(preds) == {"prob3", "l1_3", "l1_7", "rmse_3", "rmse_7"}
-    assert all(v.shape == (48,) and v.dtype == torch.float32 for v in preds.values())
+    assert {k: (list(v.shape), v.dtype) for k, v in preds.items()} == {
+        "pred": ([48], torch.int64), "pred_rmse": ([48], torch.int64),
+        "probs": ([48, 2], torch.float32), "dist_l1": ([48, 2], torch.float32),
+        "dist_rmse": ([48, 2], torch.float32)}
 
     metrics = json.loads((a / "metrics/pixel_mean.json").read_text())
     assert metrics["accuracy"] == 1.0 and "epochs" not in metrics
@@ -105,7 +126,7 @@ def test_stage_end_to_end(tiny_tensors, tmp_path):
     assert card["model"] == "pixel_mean" and card["params"] == {}
     assert set(card) == {"model", "arch", "params", "input"}
     # The checkpoint and card alone reproduce the saved predictions.
-    torch.testing.assert_close(load_predictor(state, card)(sample.valid_x), preds["prob3"])
+    torch.testing.assert_close(load_predictor(state, card)(sample.valid_x), preds["probs"])
 
     rows = list(csv.DictReader((a / "metrics/pixel_mean_history.csv").open()))
     assert len(rows) == 1

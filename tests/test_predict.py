@@ -105,8 +105,10 @@ def expect_error(result, *parts: str) -> None:
 
 def model_says(name: str, models: Path, x: np.ndarray) -> str:
     """What predict should print for the prepared x: `3 (p=0.998)`."""
-    prob3 = float(load_model(name, models)(torch.from_numpy(x)[None])[0])
-    return f"3 (p={prob3:.3f})" if prob3 > 0.5 else f"7 (p={1 - prob3:.3f})"
+    model = load_model(name, models)
+    p7, p3 = model.predict(torch.from_numpy(x)[None])[0].tolist()  # by label: 7, then 3
+    assert model.names == ["7", "3"]
+    return f"3 (p={p3:.3f})" if p3 > 0.5 else f"7 (p={p7:.3f})"
 
 
 # -- It works --------------------------------------------------------------------------------
@@ -222,10 +224,10 @@ def test_json_is_one_object_per_picture(trained, predict, tmp_path, monkeypatch)
     assert first["file"] == str(a) and list(first["models"]) == list(MODELS)
     x = torch.from_numpy(prepare(read_picture(a)))[None]
     for name, got in first["models"].items():
-        prob3 = float(load_model(name, models)(x)[0])
-        assert got["prob3"] == pytest.approx(prob3, abs=1e-6)
-        assert got["class"] == (3 if prob3 > 0.5 else 7)
-        assert got["p"] == pytest.approx(max(prob3, 1 - prob3), abs=1e-6)
+        p7, p3 = load_model(name, models).predict(x)[0].tolist()
+        assert got["probs"] == {"7": pytest.approx(p7, abs=1e-6), "3": pytest.approx(p3, abs=1e-6)}
+        assert got["class"] == (3 if p3 > 0.5 else 7)
+        assert got["p"] == pytest.approx(p3 if p3 > 0.5 else p7, abs=1e-6)
 
 
 def test_show_writes_what_the_model_saw(trained, predict, tmp_path):

@@ -54,9 +54,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
 
 
-def _accuracies(prob3: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """As every stage computes them: a 3 when prob3 > 0.5; y is 1 for a 3."""
-    correct = (prob3 > 0.5) == (y == 1)
+def _accuracies(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """As every stage computes them from its answers (labels: 1 for a 3, 0 for a 7)."""
+    correct = pred == y
     return {"accuracy": round(float(correct.mean()), 6),
             "accuracy_3": round(float(correct[y == 1].mean()), 6),
             "accuracy_7": round(float(correct[y == 0].mean()), 6)}
@@ -111,14 +111,17 @@ def write_artifacts(root: Path, tensors: Path | None = None, seed: int = 0) -> P
     train = t["train_x"].astype(np.float32) / 255
     mean3, mean7 = train[t["train_y"] == 1].mean(0), train[t["train_y"] == 0].mean(0)
     valid = t["valid_x"].astype(np.float32) / 255
-    d = {"l1_3": np.abs(valid - mean3).mean((1, 2)), "l1_7": np.abs(valid - mean7).mean((1, 2)),
-         "rmse_3": np.sqrt(((valid - mean3) ** 2).mean((1, 2))),
-         "rmse_7": np.sqrt(((valid - mean7) ** 2).mean((1, 2)))}
-    prob3 = d["l1_7"] / (d["l1_3"] + d["l1_7"])
-    l1 = _accuracies(prob3, y)
-    rmse = _accuracies(np.where(d["rmse_3"] < d["rmse_7"], 1.0, 0.0), y)
+    means = np.stack([mean7, mean3])  # by label: a 7 is 0, a 3 is 1
+    dist_l1 = np.abs(valid[:, None] - means).mean((2, 3))  # [N, 2]
+    dist_rmse = np.sqrt(((valid[:, None] - means) ** 2).mean((2, 3)))
+    inverse = 1 / dist_l1
+    pred, pred_rmse = dist_l1.argmin(1), dist_rmse.argmin(1)
+    l1, rmse = _accuracies(pred, y), _accuracies(pred_rmse, y)
     tensors_of = {"pixel_mean": {"mean3": mean3, "mean7": mean7}}
-    predictions = {"pixel_mean": {"prob3": prob3, **d}}
+    predictions = {"pixel_mean": {"pred": pred.astype(np.int64),
+                                  "probs": inverse / inverse.sum(1, keepdims=True),
+                                  "pred_rmse": pred_rmse.astype(np.int64),
+                                  "dist_l1": dist_l1, "dist_rmse": dist_rmse}}
     metrics = {"pixel_mean": {**l1, **{f"rmse_{k}": v for k, v in rmse.items()}}}
     histories = {"pixel_mean": [{"epoch": 1, "train_loss": "", "valid_loss": "",
                                  "valid_accuracy": l1["accuracy"]}]}
@@ -139,8 +142,9 @@ def write_artifacts(root: Path, tensors: Path | None = None, seed: int = 0) -> P
                                           "resnet18": (0.8, 1, 30.0)}.items():
         z = (2.0 * y - 1) * 3 + rng.normal(scale=noise, size=len(y))
         p = _sigmoid(z).astype(np.float32)
-        predictions[method] = {"prob3": p}
-        acc = _accuracies(p, y)
+        answers = (p > 0.5).astype(np.int64)
+        predictions[method] = {"pred": answers, "probs": np.stack([1 - p, p], axis=1)}
+        acc = _accuracies(answers, y)
         hist = _history(epochs, acc["accuracy"])
         metrics[method] = {**acc, "train_loss": hist[-1]["train_loss"],
                            "valid_loss": hist[-1]["valid_loss"], "epochs": epochs}
@@ -155,7 +159,8 @@ def write_artifacts(root: Path, tensors: Path | None = None, seed: int = 0) -> P
                    {"model": method, "arch": {}, "input": {"shape": [28, 28]},
                     "params": section if method != "pixel_mean" else {}})
         save_tensors(at(pipeline.predictions(method)),
-                     {k: torch.from_numpy(np.asarray(v, np.float32))
+                     {k: torch.from_numpy(np.asarray(v, np.int64 if k.startswith("pred")
+                                                     else np.float32))
                       for k, v in predictions[method].items()})
         write_json(at(pipeline.metrics(method)), dict(sorted(metrics[method].items())))
         write_csv(at(pipeline.history(method)), histories[method])
@@ -545,7 +550,8 @@ def test_confusion_and_mistakes_on_a_hand_made_case():
     assert [[c["count"] for c in r["cells"]] for r in table["rows"]] == [[1, 2], [2, 1]]
     assert (table["answered"], table["n"]) == ([3, 3], 6)
     x = np.zeros((6, 28, 28), np.uint8)
-    got = mistakes(prob3, y, x, "linear")
+    got = mistakes({"pred": answers, "probs": np.stack([1 - prob3, prob3], axis=1)}, y, x,
+                   "linear")
     assert got["count"] == 4 and got["total"] == 6
     # Most confident first: the 7 at 0.95, the 3 at 0.2 (0.8 for a 7), the 7 at 0.7, ...
     assert [f.caption for f in got["shown"]] == [
@@ -562,18 +568,20 @@ def test_montage_lays_tiles_out_in_rows():
 
 
 @pytest.mark.parametrize("path, tensors, message", [
-    (pipeline.predictions("mlp"), {"prob3": 5}, "prob3 holds 5 digits but .* has 48 "
-                                                "validation digits; rerun the mlp stage"),
-    (pipeline.checkpoint("linear"), {"bias": 1}, "no tensor 'weights'; rerun the linear stage"),
-    (pipeline.predictions("pixel_mean"), {"prob3": 48},
-     "no tensor 'l1_3'; rerun the pixel_mean stage"),
+    (pipeline.predictions("mlp"), {"pred": (5,), "probs": (5, 2)},
+     "probs holds 5 digits but .* has 48 validation digits; rerun the mlp stage"),
+    (pipeline.predictions("linear"), {"pred": (48,), "probs": (48, 2)},
+     "pred holds float32 numbers, not labels; rerun the linear stage"),
+    (pipeline.checkpoint("linear"), {"bias": (1,)}, "no tensor 'weights'; rerun the linear stage"),
+    (pipeline.predictions("pixel_mean"), {"pred": (48,), "probs": (48, 2)},
+     "no tensor 'dist_l1'; rerun the pixel_mean stage"),
 ])
 def test_a_stale_or_foreign_input_is_refused_in_one_line(artifacts, path, tensors, message):
     import torch
 
     from mnist_basics.artifacts import save_tensors
 
-    save_tensors(artifacts / path, {k: torch.zeros(n) for k, n in tensors.items()})
+    save_tensors(artifacts / path, {k: torch.zeros(*shape) for k, shape in tensors.items()})
     with pytest.raises(PipelineError, match=message):
         render_report(artifacts)
 

@@ -132,18 +132,19 @@ def test_fit_one_cycle_follows_the_schedule_and_learns(tiny_tensors):
     assert run.history[1]["train_loss"] < run.history[0]["train_loss"]
     assert run.images == 192
     last = run.last  # the last epoch's validation, on the CPU
-    assert last.prob3.shape == last.preds.shape == (48,)
-    assert last.prob3.dtype == torch.float32 and last.prob3.device.type == "cpu"
+    assert last.preds.shape == last.pred.shape == (48,) and last.probs.shape == (48, 2)
+    assert last.probs.dtype == torch.float32 and last.probs.device.type == "cpu"
     assert batch_accuracy(last.preds, data.valid_y).item() == run.history[-1]["valid_accuracy"]
     # What training left is what the model scores now: preds are the 3's logit margin.
     again = validate_epoch(model, data, bf16=True)
-    torch.testing.assert_close(again.prob3, last.prob3)
+    torch.testing.assert_close(again.probs, last.probs)
     torch.testing.assert_close(again.preds, last.preds)
     assert again.loss == pytest.approx(run.history[-1]["valid_loss"], abs=1e-6)
     logits = predict_logits(model, data.valid_x, bf16=True)
     assert logits.shape == (48, 2)
-    torch.testing.assert_close(last.prob3, logits.softmax(1)[:, 1])
-    torch.testing.assert_close(last.prob3, last.preds.sigmoid())
+    torch.testing.assert_close(last.probs, logits.softmax(1))  # by label: 7, then 3
+    torch.testing.assert_close(last.probs[:, 1], last.preds.sigmoid())
+    assert torch.equal(last.pred, (last.preds.sigmoid() > 0.5).long())
 
 
 def test_shuffling_follows_the_seed(tiny_tensors):
@@ -213,12 +214,14 @@ def test_stage_writes_every_output(two_runs):
     assert card["input"]["channels"] == 1 and 0 < card["input"]["std"]
     assert card["input"]["autocast"] == "bfloat16"
 
-    prob3 = load_tensors(a / "models/resnet18_valid.safetensors")["prob3"]
-    assert prob3.shape == (48,) and prob3.dtype == torch.float32
-    assert ((prob3 >= 0) & (prob3 <= 1)).all()
-    valid_y = load_sample(tensors).valid_y.bool()
-    assert metrics["accuracy"] == round(((prob3 > 0.5) == valid_y).float().mean().item(), 6)
-    assert metrics["accuracy_3"] == round((prob3[valid_y] > 0.5).float().mean().item(), 6)
+    preds = load_tensors(a / "models/resnet18_valid.safetensors")
+    assert {k: (list(v.shape), v.dtype) for k, v in preds.items()} == {
+        "pred": ([48], torch.int64), "probs": ([48, 2], torch.float32)}
+    assert ((preds["probs"] >= 0) & (preds["probs"] <= 1)).all()
+    valid_y = load_sample(tensors).valid_y
+    right = (preds["pred"] == valid_y).float()
+    assert metrics["accuracy"] == round(right.mean().item(), 6)
+    assert metrics["accuracy_3"] == round(right[valid_y == 1].mean().item(), 6)
 
 
 def test_stage_reruns_are_byte_identical(two_runs):
@@ -233,15 +236,15 @@ def test_load_predictor_gives_back_the_stage_predictions(two_runs):
     a, _, tensors = two_runs
     state = load_tensors(a / "models/resnet18.safetensors")
     card = json.loads((a / "models/resnet18.json").read_text())
-    prob3 = load_tensors(a / "models/resnet18_valid.safetensors")["prob3"]
+    probs = load_tensors(a / "models/resnet18_valid.safetensors")["probs"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the stage ran: bfloat16 sums depend on how work is split
     try:
         predict = load_predictor(state, card)
         valid_x = load_sample(tensors).valid_x  # uint8 [48, 28, 28]
         with torch.inference_mode():
-            torch.testing.assert_close(predict(valid_x), prob3)
-            assert predict(valid_x[:1]).shape == (1,)  # one image, as predict.py sends it
+            torch.testing.assert_close(predict(valid_x), probs)
+            assert predict(valid_x[:1]).shape == (1, 2)  # one image, as predict.py sends it
     finally:
         torch.set_num_threads(threads)
 

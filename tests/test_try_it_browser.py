@@ -325,9 +325,9 @@ def test_draw_a_3_and_a_7_and_predict_agrees(models, tmp_path, capsys, lang):
             page_x = np.array(seen["prepared"], np.uint8).reshape(28, 28)
             assert np.abs(page_x.astype(int) - x).max() <= 2, (label, name)
         assert np.array_equal(page_x, prepare(read_picture(path)))  # in fact byte for byte
-        assert abs(seen["pixelMean"]["prob3"] - answers["pixel_mean"]["prob3"]) <= 1e-3
-        assert abs(seen["linear"]["prob3"] - answers["linear"]["prob3"]) <= 1e-3
-        assert abs(seen["mlp"]["prob3"] - answers["mlp"]["prob3"]) <= 1e-3
+        assert abs(seen["pixelMean"]["prob3"] - answers["pixel_mean"]["probs"]["3"]) <= 1e-3
+        assert abs(seen["linear"]["prob3"] - answers["linear"]["probs"]["3"]) <= 1e-3
+        assert abs(seen["mlp"]["prob3"] - answers["mlp"]["probs"]["3"]) <= 1e-3
         xs = page_x.astype(np.float64) / 255
         for d, mean in (("d3", "mean3"), ("d7", "mean7")):
             assert seen["pixelMean"][d] == pytest.approx(
