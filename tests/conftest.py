@@ -24,8 +24,8 @@ from tests.harness import (
 
 # The files that take minutes, longest first (`make test` prints --durations): run first, so
 # that workers side by side (pytest-xdist, one file each) finish together.
-SLOWEST_FIRST = ("test_engines.py", "test_mnist.py", "test_faults.py", "test_slurm.py",
-                 "test_bench.py", "test_definition_edits.py", "test_spread.py",
+SLOWEST_FIRST = ("test_mnist_real.py", "test_engines.py", "test_mnist.py", "test_faults.py",
+                 "test_slurm.py", "test_bench.py", "test_definition_edits.py", "test_spread.py",
                  "test_readme.py", "test_fresh_clone.py", "test_remotes.py",
                  "test_reproducibility.py")
 
