@@ -72,25 +72,25 @@ test-fast: $(STAMP)  ## run the tests that take seconds
 
 lint: $(STAMP)  ## ruff, and check that the dvc.yaml files, rules/*.smk and the README's tables are current
 	ruff check .
-	python -m mnist_basics.engines --check
-	python -m mnist_basics.readme --check
+	python -m mnist_basics.pipeline.engines --check
+	python -m mnist_basics.report.readme --check
 
-dvc.yaml: $(STAMP)  ## regenerate the dvc.yaml files and rules/*.smk from mnist_basics/pipeline.py
-	python -m mnist_basics.engines
+dvc.yaml: $(STAMP)  ## regenerate the dvc.yaml files and rules/*.smk from mnist_basics/pipeline/definition.py
+	python -m mnist_basics.pipeline.engines
 
 bench: $(STAMP)  ## time the pipeline; writes bench/results.json
 	python bench/run.py
 
 readme: $(STAMP)  ## regenerate the README's results and performance tables
-	python -m mnist_basics.readme
+	python -m mnist_basics.report.readme
 
 # The report's strings (babel.cfg says where), extracted into a scratch template that updates
 # each catalogue: new strings come in untranslated, changed ones fuzzy, removed ones go.
-messages: $(STAMP)  ## extract the report's strings into its translations (mnist_basics/locale)
+messages: $(STAMP)  ## extract the report's strings into its translations (mnist_basics/report/locale)
 	pot=$$(mktemp --suffix=.pot) && trap 'rm -f "$$pot"' EXIT && \
 	pybabel --quiet extract --mapping-file=babel.cfg --add-comments=Translators: --add-location=file \
 	  --no-wrap --project=mnist-basics --version=0.1.0 --output-file="$$pot" . && \
-	pybabel update --input-file="$$pot" --output-dir=mnist_basics/locale --no-wrap \
+	pybabel update --input-file="$$pot" --output-dir=mnist_basics/report/locale --no-wrap \
 	  --ignore-obsolete --ignore-pot-creation-date
 
 lock:  ## re-pin requirements.txt from pyproject.toml (in a scratch venv)

@@ -1,5 +1,5 @@
 # The Snakemake view of the pipeline: a table of contents. Each rule file is generated from
-# mnist_basics/pipeline.py, the definition dvc.yaml comes from too (`make dvc.yaml`), so both
+# mnist_basics/pipeline/definition.py, the definition dvc.yaml comes from too (`make dvc.yaml`), so both
 # engines run the same commands on the same files; rules/bridge.smk keeps them in one state.
 #
 #   snakemake --cores 4 --resources gpu=1      # run everything that is out of date

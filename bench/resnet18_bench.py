@@ -26,9 +26,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mnist_basics.data import load_sample  # noqa: E402
-from mnist_basics.params import load  # noqa: E402
-from mnist_basics.resnet import (  # noqa: E402
+from mnist_basics.data.stack import load_sample  # noqa: E402
+from mnist_basics.methods.resnet import (  # noqa: E402
     autocast,
     fit_one_cycle,
     memory_format,
@@ -36,6 +35,7 @@ from mnist_basics.resnet import (  # noqa: E402
     prepare,
     resnet18,
 )
+from mnist_basics.params import load  # noqa: E402
 
 # name -> (batch size, channels_last, bf16, one-pixel convs); the stage's default is first.
 SETUPS = {

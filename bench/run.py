@@ -56,7 +56,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mnist_basics.pipeline import (  # noqa: E402
+from mnist_basics.pipeline.definition import (  # noqa: E402
     METHODS,
     MNIST_STAGES,
     SPREAD_RUNS,

@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from mnist_basics import cli
+from mnist_basics.pipeline import cli
 
 COMMANDS = {  # name -> (module, one-line help)
-    "predict": ("mnist_basics.predict", "classify your own image of a 3 or a 7, or of any digit"),
-    "push": ("mnist_basics.remote", "send every artifact to the default DVC remote"),
-    "pull": ("mnist_basics.remote", "get every artifact from the default DVC remote, checked"),
-    "dvcfiles": ("mnist_basics.remote", "the dvc.yaml files of params.yaml `datasets`"),
+    "predict": ("mnist_basics.predict.predict",
+                "classify your own image of a 3 or a 7, or of any digit"),
+    "push": ("mnist_basics.pipeline.remote", "send every artifact to the default DVC remote"),
+    "pull": ("mnist_basics.pipeline.remote",
+             "get every artifact from the default DVC remote, checked"),
+    "dvcfiles": ("mnist_basics.pipeline.remote", "the dvc.yaml files of params.yaml `datasets`"),
 }
 
 

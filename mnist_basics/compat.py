@@ -2,8 +2,8 @@
 
 `tests/test_compat.py` checks every one of them against the public behaviour it stands for,
 so the day a torch release renames or changes one, a test says which and why it is used.
-(The private DVC APIs the Snakefile needs live in `mnist_basics/bridge.py`, checked the same
-way.)
+(The private DVC APIs the Snakefile needs live in `mnist_basics/pipeline/bridge.py`, checked
+the same way.)
 """
 
 from __future__ import annotations

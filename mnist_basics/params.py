@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from mnist_basics import PipelineError
-from mnist_basics.methods import TRAINED
+from mnist_basics.registry import DATASETS as LAYOUTS
+from mnist_basics.registry import SAMPLE, TRAINED
 
 
 class Section(BaseModel):
@@ -126,30 +127,34 @@ class DigitsMlp(Mlp):
 
 
 class Report(Section):
-    """The report page (stage `report`); mnist_basics/i18n.py holds its catalogues."""
+    """The report page (stage `report`); mnist_basics/report/i18n.py holds its catalogues."""
 
     lang: Literal["en", "et"]  # the page's language: English or Estonian
 
 
+# Each trained method's knobs (mnist_basics/registry.py): on two classes, as the chapter
+# trains it, and on more.
+METHOD_SECTIONS: dict[str, tuple[type[Section], type[Section]]] = {
+    "linear": (Linear, DigitsLinear),
+    "mlp": (Mlp, DigitsMlp),
+    "resnet18": (Resnet18, Resnet18),
+}
 SECTIONS: dict[str, type[Section]] = {
     "sgd_example": SgdExample,
     "data": Data,
     "train": Train,
-    "linear": Linear,
-    "mlp": Mlp,
-    "resnet18": Resnet18,
+    **{m: METHOD_SECTIONS[m][0] for m in TRAINED},
     "report": Report,
     "spread": Spread,
     "sweep": Sweep,
-    # The full MNIST's own knobs, under `mnist:` (its stages share `train` and `report`).
-    "mnist.data": Data,
-    "mnist.linear": DigitsLinear,
-    "mnist.mlp": DigitsMlp,
-    "mnist.resnet18": Resnet18,
+    # Each other dataset's own knobs, under its name, e.g. `mnist:` (its stages share `train`
+    # and `report`).
+    **{f"{d}.{name}": model for d, layout in LAYOUTS.items() if d != SAMPLE
+       for name, model in [("data", Data), *((m, METHOD_SECTIONS[m][not layout.binary])
+                                             for m in TRAINED)]},
 }
 PARAMS = "params.yaml"  # DVC's default params file, at the project's root
-SAMPLE = "mnist_sample"  # the chapter's dataset: its sections keep their plain names
-DATASET_NAMES = (SAMPLE, "mnist")  # what `datasets` may list (mnist_basics/data.py)
+DATASET_NAMES = tuple(LAYOUTS)  # what `datasets` may list
 DATASETS = "datasets"  # the list of datasets that `make run` and `make repro` build
 SHARED = ("train", "report")  # the sections every dataset's stages share
 

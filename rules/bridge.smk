@@ -1,4 +1,4 @@
-# What keeps Snakemake and DVC in one state (mnist_basics/bridge.py has the contract), and
+# What keeps Snakemake and DVC in one state (mnist_basics/pipeline/bridge.py has the contract), and
 # the two helpers the generated rule files call:
 #   params_yaml(stage)  params.yaml among a rule's inputs, only while the sections its stage
 #                       reads differ from what dvc.lock recorded (bridge rule 2);
@@ -8,7 +8,9 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # the package, even when it isn't installed
 
-from mnist_basics import PipelineError, bridge
+from mnist_basics import PipelineError
+
+from mnist_basics.pipeline import bridge
 from mnist_basics.params import PARAMS, values
 
 

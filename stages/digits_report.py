@@ -8,11 +8,11 @@ pairs with examples, and each figure beside its MNIST_SAMPLE one.
     dvc repro mnist/dvc.yaml:report       # mnist/dvc.yaml holds its full command
 """
 
-from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
-from mnist_basics.digits_report import accuracy_rows, read_inputs, render_page
 from mnist_basics.params import DATASET_PAGE_SECTIONS as SECTIONS
 from mnist_basics.params import load_for
+from mnist_basics.pipeline import cli
+from mnist_basics.report.digits import accuracy_rows, read_inputs, render_page
 
 
 def main() -> None:

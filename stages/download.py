@@ -11,16 +11,17 @@ the output is replaced only once everything checks out. Nothing is extracted: th
 stage reads the PNGs straight from the archive.
 """
 
-from mnist_basics import cli, params
-from mnist_basics.data import LAYOUTS
-from mnist_basics.download import download
+from mnist_basics import params
+from mnist_basics.data.download import download
+from mnist_basics.pipeline import cli
+from mnist_basics.registry import DATASETS
 
 
 def main() -> None:
     args = cli.parser("stages/download.py", __doc__, params=("data",), datasets=True,
                       outputs=["out"]).parse_args()
     data = params.load_for(args.params, args.dataset, "data")["data"]
-    download(data, args.out, layout=LAYOUTS[args.dataset])
+    download(data, args.out, layout=DATASETS[args.dataset])
 
 
 if __name__ == "__main__":

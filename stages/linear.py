@@ -11,10 +11,10 @@ hand-written softmax and cross-entropy instead (params `mnist.linear`).
     python stages/linear.py --params my_params.yaml ...   # the same, other params
 """
 
-from mnist_basics import cli
-from mnist_basics.models import train_linear
+from mnist_basics.chapter.models import train_linear
+from mnist_basics.chapter.train import Paths, save_results
 from mnist_basics.params import load_for
-from mnist_basics.train import Paths, save_results
+from mnist_basics.pipeline import cli
 
 
 def main() -> None:

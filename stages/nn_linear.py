@@ -12,12 +12,12 @@ momentum is `BasicOptim`'s step, so they should not be). Reads params sections `
 
 import torch
 
-from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_json
-from mnist_basics.data import MNIST_SAMPLE, load_sample
-from mnist_basics.models import BasicOptim, fit, nn_linear, prepare, torch_sgd
+from mnist_basics.chapter.models import BasicOptim, fit, nn_linear, prepare, torch_sgd
+from mnist_basics.chapter.train import class_accuracies, setup
+from mnist_basics.data.stack import MNIST_SAMPLE, load_sample
 from mnist_basics.params import load
-from mnist_basics.train import class_accuracies, setup
+from mnist_basics.pipeline import cli
 
 VARIANTS = {"basic_optim": BasicOptim, "torch_sgd": torch_sgd}
 

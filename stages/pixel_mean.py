@@ -13,10 +13,10 @@ On the full MNIST (`--dataset mnist`) there are ten means, one per digit.
 
 import torch
 
-from mnist_basics import cli
-from mnist_basics.data import load_sample
-from mnist_basics.pixel_mean import pixel_mean_result
-from mnist_basics.train import Clock, Paths, cpu_threads, save_results
+from mnist_basics.chapter.train import Clock, Paths, cpu_threads, save_results
+from mnist_basics.data.stack import load_sample
+from mnist_basics.methods.pixel_mean import pixel_mean_result
+from mnist_basics.pipeline import cli
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ and `reports/accuracy.csv`. A stage that has not run yet gets a note instead of 
     dvc repro -s report     # dvc.yaml holds its command, every path in it
 """
 
-from mnist_basics import cli
 from mnist_basics.artifacts import write_csv, write_text
 from mnist_basics.params import load, page_sections
-from mnist_basics.report import accuracy_rows, build, inputs, load_run, parser, render
+from mnist_basics.pipeline import cli
+from mnist_basics.report.chapter import accuracy_rows, build, inputs, load_run, parser, render
 
 
 def main() -> None:

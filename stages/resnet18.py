@@ -4,7 +4,7 @@ The book's last model (`cnn_learner(dls, resnet18, pretrained=False)` then
 `fit_one_cycle(1, 0.1)`): cross-entropy over the classes 3 and 7, SGD with Nesterov momentum,
 bfloat16 autocast on channels_last tensors. Besides the outputs every training stage writes,
 `--steps` records the loss and learning rate of each optimizer step. Reads params sections
-`train` and `resnet18`; `mnist_basics/resnet.py` explains the choices.
+`train` and `resnet18`; `mnist_basics/methods/resnet.py` explains the choices.
 
 On the full MNIST (`--dataset mnist`) it has ten outputs (params `mnist.resnet18`).
 
@@ -12,10 +12,10 @@ On the full MNIST (`--dataset mnist`) it has ten outputs (params `mnist.resnet18
     python stages/resnet18.py --params my_params.yaml ...   # the same, other params
 """
 
-from mnist_basics import cli
+from mnist_basics.chapter.train import Paths, save_results
+from mnist_basics.methods.resnet import train_resnet18
 from mnist_basics.params import load_for
-from mnist_basics.resnet import train_resnet18
-from mnist_basics.train import Paths, save_results
+from mnist_basics.pipeline import cli
 
 
 def main() -> None:

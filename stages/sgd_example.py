@@ -1,7 +1,7 @@
 """Stage sgd_example: the chapter's SGD walk-through (the "roller coaster"), and its small sums.
 
 Fits `f(t) = a*t**2 + b*t + c` to 20 noisy speeds by the chapter's seven steps (see
-mnist_basics/sgd_example.py), and computes the chapter's gradient, `mnist_loss` and curve
+mnist_basics/chapter/sgd_example.py), and computes the chapter's gradient, `mnist_loss` and curve
 examples with the project's own functions. Writes the data, the params, predictions and loss
 at every step (the report draws the chapter's four panels from them), the loss and params
 per step as a plot, and the small examples as metrics. Reads params section `sgd_example`.
@@ -11,11 +11,11 @@ per step as a plot, and the small examples as metrics. Reads params section `sgd
 
 import torch
 
-from mnist_basics import cli
 from mnist_basics.artifacts import save_tensors, write_csv, write_json
+from mnist_basics.chapter.sgd_example import curves, gradients, mnist_loss_examples, sgd_example
+from mnist_basics.chapter.train import cpu_threads
 from mnist_basics.params import load
-from mnist_basics.sgd_example import curves, gradients, mnist_loss_examples, sgd_example
-from mnist_basics.train import cpu_threads
+from mnist_basics.pipeline import cli
 
 
 def main() -> None:

@@ -13,23 +13,21 @@ checkpoint: `make spread` runs every seed and value in params.yaml `spread` and 
 """
 
 import argparse
+import importlib
 from pathlib import Path
 
-from mnist_basics import PipelineError, cli
+from mnist_basics import PipelineError
 from mnist_basics.artifacts import write_json
-from mnist_basics.methods import TRAINED
 from mnist_basics.params import PARAMS, load, load_yaml
+from mnist_basics.pipeline import cli
+from mnist_basics.registry import METHODS, TRAINED
 
 
 def trainer(method: str):
-    """The chapter stage's run, imported alone: the small models never load torchvision."""
-    if method == "resnet18":
-        from mnist_basics.resnet import train_resnet18
-
-        return train_resnet18
-    from mnist_basics import models
-
-    return {"linear": models.train_linear, "mlp": models.train_mlp}[method]
+    """The chapter stage's run, by the registry: its module alone is imported, so the small
+    models never load torchvision."""
+    spec = METHODS[method]
+    return getattr(importlib.import_module(spec.import_name), spec.trainer)
 
 
 def changes(pairs: list[str]) -> dict[str, object]:

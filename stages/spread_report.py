@@ -2,14 +2,15 @@
 
 Reads every run that params.yaml `spread` and `sweep` list (metrics/spread/, metrics/sweep/)
 and the chapter's own metrics, and writes `reports/spread.html`, `reports/spread.csv`,
-`reports/sweep.csv` and `metrics/spread.json` (mnist_basics/spread.py says what each holds).
+`reports/sweep.csv` and `metrics/spread.json` (mnist_basics/report/spread.py says what each holds).
 
     dvc repro spread/dvc.yaml:report       # spread/dvc.yaml holds its full command
 """
 
-from mnist_basics import cli, spread
 from mnist_basics.artifacts import read_json, write_csv, write_json, write_text
 from mnist_basics.params import SPREAD_SECTIONS, load
+from mnist_basics.pipeline import cli
+from mnist_basics.report import spread
 
 
 def main() -> None:

@@ -13,15 +13,16 @@ nothing is written.
 On the full MNIST (`--dataset mnist`) it reads data/mnist.tgz: 70,000 digits labelled 0-9.
 """
 
-from mnist_basics import cli
 from mnist_basics.artifacts import save_tensors, write_json
-from mnist_basics.data import LAYOUTS, stack
+from mnist_basics.data.stack import stack
+from mnist_basics.pipeline import cli
+from mnist_basics.registry import DATASETS
 
 
 def main() -> None:
     args = cli.parser("stages/stack.py", __doc__, datasets=True, inputs=["archive"],
                       outputs=["tensors", "counts"]).parse_args()
-    tensors, counts = stack(args.archive, LAYOUTS[args.dataset])
+    tensors, counts = stack(args.archive, DATASETS[args.dataset])
     save_tensors(args.tensors, tensors)
     write_json(args.counts, counts)
     cli.log.info("stacked %s from %s into %s", counts, args.archive, args.tensors)

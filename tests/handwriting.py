@@ -213,9 +213,9 @@ def table(models_dir: Path, per_digit: int = 150, seed: int = 0, cropped: bool =
     """Each model's accuracy on `sample(per_digit, seed, cropped)`, prepared before and now."""
     import torch
 
-    from mnist_basics.pipeline import METHODS
-    from mnist_basics.predict import load_model
-    from mnist_basics.prepare import prepare
+    from mnist_basics.pipeline.definition import METHODS
+    from mnist_basics.predict.predict import load_model
+    from mnist_basics.predict.prepare import prepare
 
     pictures = sample(per_digit, seed, cropped)
     labels = [label for _, label in pictures]

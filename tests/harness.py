@@ -22,9 +22,38 @@ from urllib.parse import urlparse
 
 import yaml
 
-from mnist_basics.pipeline import BY_DATASET, DATASETS, SAMPLE
+from mnist_basics.pipeline.definition import BY_DATASET, DATASETS, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def module_files(module: str) -> list[str]:
+    """`mnist_basics.chapter.train` -> its file, after each package __init__.py above it
+    (importing a module runs those too), relative to the project root."""
+    parts = module.split(".")
+    files = ["/".join([*parts[:depth], "__init__.py"]) for depth in range(1, len(parts))]
+    rel = "/".join(parts)
+    return [*files, f"{rel}/__init__.py" if (ROOT / rel).is_dir() else f"{rel}.py"]
+
+
+def package_imports(path: Path) -> set[str]:
+    """The package's files that a file imports directly, anywhere in it (lazy imports too):
+    `from mnist_basics.pipeline import cli` is pipeline/__init__.py and pipeline/cli.py."""
+    import ast
+
+    def ours(name: str | None) -> bool:
+        return (name or "").split(".")[0] == "mnist_basics"
+
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules |= {a.name for a in node.names if ours(a.name)}
+        elif isinstance(node, ast.ImportFrom) and ours(node.module):
+            modules.add(node.module)
+            folder = ROOT / node.module.replace(".", "/")
+            modules |= {f"{node.module}.{a.name}" for a in node.names
+                        if (folder / f"{a.name}.py").exists() or (folder / a.name).is_dir()}
+    return {f for m in modules for f in module_files(m)}
 VENV_BIN = Path(sys.executable).parent
 OUTPUT_DIRS = ("data", "models", "metrics")  # where the stages write; never copied
 GENERATED = ("dvc.lock", "reports/index.html", "reports/accuracy.csv", "spread/dvc.lock",

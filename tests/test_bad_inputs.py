@@ -36,7 +36,7 @@ import yaml
 from PIL import Image
 
 from mnist_basics.params import SECTIONS
-from mnist_basics.pipeline import BY_NAME, DATASETS, SPREAD_BY_NAME, STAGES_OF, Stage
+from mnist_basics.pipeline.definition import BY_NAME, DATASETS, SPREAD_BY_NAME, STAGES_OF, Stage
 from tests import harness
 from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, write_params
 

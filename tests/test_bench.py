@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from mnist_basics.pipeline import METHODS, STAGES
+from mnist_basics.pipeline.definition import METHODS, STAGES
 from tests.harness import GENERATED, OUTPUT_DIRS, ROOT, engine_env
 
 _spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench/run.py")
@@ -26,7 +26,7 @@ def test_import_seconds_sums_only_the_top_level_entries():
         "import time: self [us] | cumulative | imported package\n"
         "import time:       100 |        100 |     torch._C\n"
         "import time:      2000 |    1500000 |   torch\n"
-        "import time:      3000 |    1800000 | mnist_basics.models\n"
+        "import time:      3000 |    1800000 | mnist_basics.chapter.models\n"
         "12:00:00 mnist_basics: epoch 1/1: ...\n"
         "import time:        29 |     450000 | torch._inductor.config\n"
     )

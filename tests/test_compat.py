@@ -1,7 +1,7 @@
 """The private APIs of torch and DVC that the project calls still do what it relies on.
 
-Each lives in one place (mnist_basics/compat.py, mnist_basics/bridge.py); these tests fail by
-name the day an upgrade renames or changes one.
+Each lives in one place (mnist_basics/compat.py, mnist_basics/pipeline/bridge.py); these tests
+fail by name the day an upgrade renames or changes one.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import inspect
 import pytest
 import torch
 
-from mnist_basics import bridge, compat
+from mnist_basics import compat
+from mnist_basics.pipeline import bridge
 from tests.harness import engine_env, sh
 
 
@@ -38,7 +39,7 @@ def test_dvc_rwlock_takes_the_arguments_the_bridge_passes():
 
     params = list(inspect.signature(rwlock).parameters)
     assert params == ["tmp_dir", "fs", "cmd", "read", "write", "hardlink"], (
-        f"dvc.rwlock.rwlock now takes {params}: update DvcLocks in mnist_basics/bridge.py")
+        f"dvc.rwlock.rwlock now takes {params}: update DvcLocks in mnist_basics/pipeline/bridge.py")
 
 
 @pytest.mark.parametrize("outputs", [[], ["models/mlp.safetensors"]])

@@ -1,6 +1,6 @@
 """Edits to the definition rerun only what they change, under either engine.
 
-No stage script imports mnist_basics/pipeline.py: each command passes its paths, and a
+No stage script imports mnist_basics/pipeline/definition.py: each command passes its paths, and a
 stage's code deps are its script and the modules it imports. So a comment reruns nothing, a
 new stage runs alone, and a moved output reruns its stage and the stages that read it. Each
 engine runs in a copy of the project (tests/harness.py), and the other engine agrees.
@@ -44,11 +44,11 @@ def test_edits_to_the_definition_rerun_only_what_they_change(project, engine):
         return snakemake_plan(project), dvc_changed(project)
 
     def edit(old: str, new: str) -> None:
-        definition = project / "mnist_basics/pipeline.py"
+        definition = project / "mnist_basics/pipeline/definition.py"
         text = definition.read_text()
         assert old in text
         definition.write_text(text.replace(old, new))
-        sh("python", "-m", "mnist_basics.engines", cwd=project)  # make dvc.yaml
+        sh("python", "-m", "mnist_basics.pipeline.engines", cwd=project)  # make dvc.yaml
 
     run()
     assert plans() == (set(), set())

@@ -14,11 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mnist_basics import PipelineError, models, pixel_mean, resnet
+from mnist_basics import PipelineError
 from mnist_basics.artifacts import load_tensors, read_json
-from mnist_basics.data import load_sample
+from mnist_basics.chapter import models
+from mnist_basics.chapter.train import Clock, Paths, card_labels, digit_accuracy, save_results
+from mnist_basics.data.stack import load_sample
+from mnist_basics.methods import pixel_mean, resnet
 from mnist_basics.params import DigitsLinear, DigitsMlp, Resnet18, Train
-from mnist_basics.train import Clock, Paths, card_labels, digit_accuracy, save_results
 
 DIGITS = [str(d) for d in range(10)]
 N_TRAIN, N_VALID = 200, 100

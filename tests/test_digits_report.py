@@ -1,4 +1,4 @@
-"""The full MNIST's page (mnist_basics/digits_report.py), rendered from a small ten-class set of
+"""The full MNIST's page (mnist_basics/report/digits.py), rendered from a small ten-class set of
 artifacts written here in the formats the ten-digit stages write: what it computes (confusion
 matrices, the most-confused pairs, accuracies against the targets), that it refuses a missing
 input by name, that every figure is embedded, and that the Estonian page keeps no English."""
@@ -14,9 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_basics import PipelineError, digits_report, figures, i18n, pipeline
+from mnist_basics import PipelineError
 from mnist_basics.artifacts import save_tensors, write_csv, write_json
-from mnist_basics.digits_report import (
+from mnist_basics.params import PARAMS, load
+from mnist_basics.pipeline import definition as pipeline
+from mnist_basics.report import digits as digits_report
+from mnist_basics.report import figures, i18n
+from mnist_basics.report.digits import (
     DIGITS,
     READS,
     accuracy_rows,
@@ -24,9 +28,8 @@ from mnist_basics.digits_report import (
     render_page,
     stage_of,
 )
-from mnist_basics.page import Inputs
-from mnist_basics.page import confusion as confusion_of
-from mnist_basics.params import PARAMS, load
+from mnist_basics.report.page import Inputs
+from mnist_basics.report.page import confusion as confusion_of
 from tests.harness import ROOT
 from tests.test_i18n import PageText, assert_no_english, numbers
 
@@ -94,12 +97,12 @@ def inputs_of(paths: dict[str, Path]) -> Inputs:
     for key, path in paths.items():
         stage, flag = key.split(".")
         files.setdefault(stage, {})[flag] = path
-    return Inputs(params=ROOT / PARAMS, files=files)
+    return Inputs(params=ROOT / PARAMS, files=files, dataset=DATASET)
 
 
 def replaced(inputs: Inputs, key: str, path: Path) -> Inputs:
     stage, flag = key.split(".")
-    return Inputs(params=inputs.params,
+    return Inputs(params=inputs.params, dataset=inputs.dataset,
                   files={**inputs.files, stage: {**inputs.files[stage], flag: path}})
 
 
@@ -341,7 +344,7 @@ def test_a_stale_or_foreign_input_is_refused_by_name(run, tmp_path):
     card = json.loads(run.files["mlp"]["model_card"].read_text()) | {"labels": None}
     write_json(tmp_path / "card.json", card)  # a chapter card: no labels
     with pytest.raises(PipelineError, match=r"card\.json: a model of the labels None, not of "
-                                            r"the ten digits; rerun its stage \(dvc repro "
+                                            r"mnist's 10 classes; rerun its stage \(dvc repro "
                                             r"mnist/dvc\.yaml:mlp"):
         render_page(with_("mlp.model_card", tmp_path / "card.json"), params("en"))
     metrics = json.loads(run.files["mlp"]["metrics"].read_text())

@@ -20,12 +20,15 @@ from pathlib import Path
 import pytest
 
 from mnist_basics import PipelineError
-from mnist_basics.data import CLASS_DIRS, MNIST
-from mnist_basics.download import canonical_archive, content_digest, download, md5sum
+from mnist_basics.data.download import canonical_archive, content_digest, download, md5sum
+from mnist_basics.data.stack import CLASS_DIRS
 from mnist_basics.params import Data, load
-from mnist_basics.pipeline import BY_NAME
+from mnist_basics.pipeline.definition import BY_NAME
+from mnist_basics.registry import DATASETS
 from tests.digits_archive import make_digits_archive, make_digits_tree
 from tests.harness import ROOT, make_tiny_archive, run_stage, write_params
+
+MNIST = DATASETS["mnist"]
 
 # The committed data params (the official archive's md5 and content digest); tests replace
 # the url, and the checksums when they accept a tiny archive.

@@ -6,7 +6,6 @@ the checkout.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import re
@@ -15,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics import bridge
-from mnist_basics.engines import files, render_dvc_yaml
 from mnist_basics.params import PARAMS
-from mnist_basics.pipeline import (
+from mnist_basics.pipeline import bridge
+from mnist_basics.pipeline.definition import (
     BY_NAME,
     DATASETS,
     MNIST_STAGES,
@@ -28,12 +26,16 @@ from mnist_basics.pipeline import (
     WALL_CLOCK,
     dvcfile,
 )
+from mnist_basics.pipeline.engines import files, render_dvc_yaml
+from mnist_basics.registry import METHODS, TRAINED
 from tests.harness import (
     ROOT,
     SNAKEMAKE,
     clean_outputs,
     dvc_changed,
     make_project,
+    module_files,
+    package_imports,
     ran,
     set_params,
     sh,
@@ -45,7 +47,7 @@ from tests.harness import (
 
 def test_committed_dvc_yaml_is_generated_from_the_definition():
     assert (ROOT / "dvc.yaml").read_text() == render_dvc_yaml()
-    assert sh("python", "-m", "mnist_basics.engines", "--check").returncode == 0
+    assert sh("python", "-m", "mnist_basics.pipeline.engines", "--check").returncode == 0
     # Every dvc.yaml and its Snakemake rule file, each as the definition writes it.
     assert {p.relative_to(ROOT).as_posix(): p.read_text() for p in files()} == {
         p.relative_to(ROOT).as_posix(): render() for p, render in files().items()}
@@ -76,9 +78,10 @@ def test_every_command_names_every_file_its_stage_reads_and_writes(dvc_yaml):
 
 
 def test_no_stage_script_imports_the_definition():
-    """Editing pipeline.py reruns nothing: no stage depends on it, nor on the engines' code."""
+    """Editing the definition reruns nothing: no stage depends on it, nor on the engines' code."""
+    engines = {f"mnist_basics/pipeline/{m}.py" for m in ("definition", "engines", "bridge")}
     for s in [*STAGES, *MNIST_STAGES, *SPREAD]:
-        assert not {"mnist_basics/pipeline.py", "mnist_basics/bridge.py"} & set(s.deps), s.name
+        assert not engines & set(s.deps), s.name
 
 
 @pytest.fixture(scope="module")
@@ -200,23 +203,12 @@ def test_snakemake_lint_passes(copy):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def package_imports(path: Path) -> set[str]:
-    """The mnist_basics modules a file imports, anywhere in it (lazy imports included)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("mnist_basics")}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_basics"):
-            found.add(node.module)
-            if node.module == "mnist_basics":  # from mnist_basics import params
-                found |= {f"mnist_basics.{a.name}" for a in node.names
-                          if (ROOT / "mnist_basics" / f"{a.name}.py").exists()}
-    return found
-
-
-def module_file(module: str) -> str:
-    rel = module.replace(".", "/")
-    return f"{rel}/__init__.py" if (ROOT / rel).is_dir() else f"{rel}.py"
+def registry_imports(stage) -> list[str]:
+    """stages/spread.py imports its method's module by the registry's name (importlib): the
+    modules of every method a spread job may run, which its params choose for the sweep."""
+    if stage.script != "stages/spread.py":
+        return []
+    return [f"mnist_basics.{METHODS[m].module}" for m in TRAINED]
 
 
 @pytest.mark.parametrize("stage", [*STAGES, *MNIST_STAGES, *SPREAD], ids=lambda s: s.address)
@@ -224,14 +216,13 @@ def test_code_deps_are_exactly_what_the_stage_imports(stage):
     """Editing a module reruns every stage that uses it, and no other (spread/dvc.yaml's
     stages too)."""
     s = stage
-    seen, todo = set(), [ROOT / s.script]
+    seen = {f for m in registry_imports(s) for f in module_files(m)}
+    todo = [ROOT / s.script, *(ROOT / f for f in seen)]
     while todo:
-        for mod in package_imports(todo.pop()):
-            f = module_file(mod)
-            for part in (module_file("mnist_basics"), f):  # importing a submodule runs __init__
-                if part not in seen:
-                    seen.add(part)
-                    todo.append(ROOT / part)
+        for f in package_imports(todo.pop()):
+            if f not in seen:
+                seen.add(f)
+                todo.append(ROOT / f)
     declared = {c for c in s.code if c.endswith(".py")}
     assert seen == declared
 
@@ -311,9 +302,9 @@ def test_snakemake_run_leaves_dvc_up_to_date_and_param_edits_rerun_only_dependen
 
     # Code edited, then DVC reruns what uses it: Snakemake, which ran those stages last,
     # must now see DVC's outputs as up to date.
-    with open(project / "mnist_basics/models.py", "a") as f:
+    with open(project / "mnist_basics/chapter/models.py", "a") as f:
         f.write("# an edit\n")
-    users = {s.name for s in STAGES if "mnist_basics/models.py" in s.code}
+    users = {s.name for s in STAGES if "mnist_basics/chapter/models.py" in s.code}
     assert users == {"sgd_example", "linear", "mlp", "nn_linear"}
     assert dvc_changed(project) == users  # DVC lists the stages whose deps changed
     assert snakemake_plan(project) == users | {"report"}  # Snakemake, all it would run

@@ -38,7 +38,7 @@ import psutil
 import pytest
 
 from mnist_basics.artifacts import atomic_path, sweep
-from mnist_basics.pipeline import BY_NAME, STAGES, WALL_CLOCK
+from mnist_basics.pipeline.definition import BY_NAME, STAGES, WALL_CLOCK
 from tests.harness import (
     FAST_PARAMS,
     ROOT,

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from mnist_basics import figures as figs
-from mnist_basics.page import BOOK
+from mnist_basics.report import figures as figs
+from mnist_basics.report.page import BOOK
 from tests.harness import ROOT
 
 EPOCHS = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics.download import download
+from mnist_basics.data.download import download
 from mnist_basics.params import load
-from mnist_basics.pipeline import ARCHIVE, BY_NAME, STAGES, WALL_CLOCK
+from mnist_basics.pipeline.definition import ARCHIVE, BY_NAME, STAGES, WALL_CLOCK
 from tests.harness import (
     ROOT,
     borrow_venv,

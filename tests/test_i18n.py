@@ -1,5 +1,5 @@
 """The report in each language of params.yaml `report.lang`: English, the text of the code
-and templates, and Estonian, from mnist_basics/locale/et/LC_MESSAGES/messages.po.
+and templates, and Estonian, from mnist_basics/report/locale/et/LC_MESSAGES/messages.po.
 
 The catalogue is complete (nothing untranslated or fuzzy) and current (extracting the
 strings again finds nothing it lacks: a string added without `make messages` and a
@@ -21,10 +21,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics import PipelineError, figures, i18n, pipeline, report
-from mnist_basics.page import key_params
+from mnist_basics import PipelineError
 from mnist_basics.params import PARAMS, SECTIONS, Report, load
-from mnist_basics.report import build, inputs, load_run, parser, render
+from mnist_basics.pipeline import definition as pipeline
+from mnist_basics.report import chapter as report
+from mnist_basics.report import figures, i18n
+from mnist_basics.report.chapter import build, inputs, load_run, parser, render
+from mnist_basics.report.page import key_params
 from tests.harness import ROOT
 from tests.test_report import report_args, write_artifacts
 
@@ -226,7 +229,7 @@ def test_report_lang_param_lists_the_catalogues():
     committed = yaml.safe_load((ROOT / PARAMS).read_text())
     assert committed["report"] == {"lang": "en"}
     assert "report" in pipeline.BY_NAME["report"].params
-    assert {"mnist_basics/i18n.py", *(str(i18n.catalogue(lang).relative_to(ROOT))
+    assert {"mnist_basics/report/i18n.py", *(str(i18n.catalogue(lang).relative_to(ROOT))
                                       for lang in ESTONIAN)} <= set(pipeline.BY_NAME["report"].code)
 
 

@@ -12,61 +12,52 @@ import sys
 
 import pytest
 
-from tests.harness import ROOT
+from tests.harness import ROOT, package_imports
 
 PACKAGE = ROOT / "mnist_basics"
-LAYERS = {  # lowest first
-    # names, atomic files, torch's version differences
-    "base": {"__init__", "artifacts", "compat", "methods"},
-    # the archives and tensors, params.yaml, a picture of your own
-    "data": {"data", "download", "params", "prepare"},
-    # the chapter's losses, optimizer, loop and metrics, and each method's model
-    "chapter": {"train", "models", "pixel_mean", "resnet", "sgd_example"},
-    # the stage catalogue, the stage command line, the engines' files and bridge, the remotes
-    "pipeline": {"cli", "pipeline", "engines", "bridge", "remote"},
-    # the pages (their figures and shared toolkit, then each page), their strings, predict,
-    # the README's tables, `python -m mnist_basics`
-    "pages": {"i18n", "figures", "page", "report", "digits_report", "spread", "try_it",
-              "predict", "readme", "__main__"},
-}
-LEVEL = {m: i for i, modules in enumerate(LAYERS.values()) for m in modules}
+# Each folder of the package is one layer, lowest first; the top-level modules are the base
+# that every layer may use, and `python -m mnist_basics` sits above everything.
+LAYERS = [
+    "base",  # names, the registry, params.yaml's sections, atomic files, torch's differences
+    "data",  # the verified archives and the stacked tensors
+    "chapter",  # the chapter's losses, optimizer, loop and metrics, and its models
+    "methods",  # the pixel mean and resnet18
+    "pipeline",  # the stage catalogue, the stage command line, the engines' files, the remotes
+    "predict",  # a picture of your own through the trained models
+    "report",  # the figures, what the pages share, each page, the README's tables
+    "entry",  # __main__.py
+]
+FILES = sorted(p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py"))
 
 
-def imports(module: str) -> set[str]:
-    """The package's modules that `module` imports, anywhere in it (lazy imports too)."""
-    found = set()
-    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_basics"):
-            if node.module == "mnist_basics":  # from mnist_basics import cli, PipelineError
-                found |= {a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists()}
-                found.add("__init__")
-            else:
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names
-                      if a.name.startswith("mnist_basics.")}
-    return found - {module}
+def layer(file: str) -> str:
+    parts = file.split("/")[1:]
+    if len(parts) == 1:
+        return "entry" if parts[0] == "__main__.py" else "base"
+    return parts[0]
 
 
-def test_every_module_has_a_layer():
-    assert {p.stem for p in PACKAGE.glob("*.py")} == set(LEVEL)
+def test_every_folder_is_a_layer():
+    assert {layer(f) for f in FILES} == set(LAYERS)
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == \
+        set(LAYERS) - {"base", "entry"}
 
 
-@pytest.mark.parametrize("module", sorted(LEVEL))
-def test_imports_run_one_way(module):
-    upward = {m: LEVEL_NAME[LEVEL[m]] for m in imports(module) if LEVEL[m] > LEVEL[module]}
-    assert upward == {}, f"{module} ({LEVEL_NAME[LEVEL[module]]}) imports from above"
-
-
-LEVEL_NAME = list(LAYERS)
+@pytest.mark.parametrize("file", FILES)
+def test_imports_run_one_way(file):
+    """A module imports from its own layer or those below it."""
+    upward = {f: layer(f) for f in package_imports(ROOT / file)
+              if LAYERS.index(layer(f)) > LAYERS.index(layer(file))}
+    assert upward == {}, f"{file} ({layer(file)}) imports from above"
 
 
 def test_the_chapter_imports_without_the_pipeline():
     """The loop and every model load, and nothing of the pipeline or the pages comes along."""
-    above = [f"mnist_basics.{m}" for m in LEVEL if LEVEL[m] > LEVEL["train"]]
-    code = ("import sys\n"
-            + "".join(f"import mnist_basics.{m}\n" for m in sorted(LAYERS["chapter"]))
-            + f"print(sorted(m for m in {above!r} if m in sys.modules))")
+    low = [f.removesuffix(".py").replace("/", ".") for f in FILES
+           if layer(f) in ("chapter", "methods") and not f.endswith("__init__.py")]
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in low)
+            + "print(sorted(m for m in sys.modules if m.startswith('mnist_basics.') and "
+              f"m.split('.')[1] in {LAYERS[LAYERS.index('methods') + 1:]!r}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"
@@ -75,7 +66,7 @@ def test_the_chapter_imports_without_the_pipeline():
 def test_no_module_imports_another_modules_private_names():
     """What pages share is public (figures.py, page.py), not borrowed from another page."""
     borrowed = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_basics"):
                 borrowed += [f"{path.name}: {node.module}.{a.name}" for a in node.names
@@ -85,6 +76,6 @@ def test_no_module_imports_another_modules_private_names():
 
 def test_no_module_is_over_500_lines():
     """A module a reader takes in whole; a longer one holds two things."""
-    long = {p.name: n for p in PACKAGE.glob("*.py")
+    long = {p.name: n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 500}
     assert long == {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_basics.pipeline import MNIST_STAGES, STAGES, WALL_CLOCK, metrics, report
+from mnist_basics.pipeline.definition import MNIST_STAGES, STAGES, WALL_CLOCK, metrics, report
 from tests.digits_archive import make_digits_archive
 from tests.harness import (
     SNAKEMAKE,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_basics.pipeline import MNIST_STAGES, metrics, report
+from mnist_basics.pipeline.definition import MNIST_STAGES, metrics, report
 from tests.digits_archive import real_digits_archive
 from tests.harness import ROOT, run_stage, sh
 

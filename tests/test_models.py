@@ -12,8 +12,7 @@ import torch
 import yaml
 
 from mnist_basics.artifacts import load_tensors
-from mnist_basics.data import load_sample
-from mnist_basics.models import (
+from mnist_basics.chapter.models import (
     BasicOptim,
     Linear1,
     fit,
@@ -22,8 +21,9 @@ from mnist_basics.models import (
     prepare,
     simple_net,
 )
-from mnist_basics.pipeline import BY_NAME
-from mnist_basics.train import batch_accuracy, setup
+from mnist_basics.chapter.train import batch_accuracy, setup
+from mnist_basics.data.stack import load_sample
+from mnist_basics.pipeline.definition import BY_NAME
 from tests.harness import ROOT, run_stage, write_params
 
 COMMITTED = yaml.safe_load((ROOT / "params.yaml").read_text())

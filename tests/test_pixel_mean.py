@@ -10,9 +10,8 @@ import subprocess
 import torch
 
 from mnist_basics.artifacts import load_tensors
-from mnist_basics.data import MNIST, MNIST_SAMPLE, MnistSample, load_sample
-from mnist_basics.pipeline import BY_NAME
-from mnist_basics.pixel_mean import (
+from mnist_basics.data.stack import MNIST_SAMPLE, MnistSample, load_sample
+from mnist_basics.methods.pixel_mean import (
     class_means,
     classify,
     load_predictor,
@@ -20,7 +19,11 @@ from mnist_basics.pixel_mean import (
     rmse_distance,
     scores,
 )
+from mnist_basics.pipeline.definition import BY_NAME
+from mnist_basics.registry import DATASETS
 from tests.harness import ROOT, run_stage
+
+MNIST = DATASETS["mnist"]
 
 NAMES = MNIST_SAMPLE.names  # 7, 3: the classes by label
 

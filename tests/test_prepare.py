@@ -1,4 +1,4 @@
-"""mnist_basics/prepare.py: pictures prepared the way MNIST was made, and what it buys.
+"""mnist_basics/predict/prepare.py: pictures prepared the way MNIST was made, and what it buys.
 
 The fast tests check the procedure itself: the digit's box is 20 pixels on its long side, its
 centre of mass lands on (14, 14), the same digit drawn at other sizes, places and pen widths
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_basics.prepare import (
+from mnist_basics.predict.prepare import (
     BOX,
     CENTRE,
     FINE,
@@ -207,7 +207,7 @@ def models(tmp_path_factory, real_tensors):
     """name -> predictor (uint8 [N, 28, 28] numpy -> prob3 [N]) trained on the real data."""
     import torch
 
-    from mnist_basics.predict import load_model
+    from mnist_basics.predict.predict import load_model
 
     folder = real_models(tmp_path_factory, real_tensors)
     out = {}

@@ -44,7 +44,7 @@ def readme_commands() -> list[str]:
 
 
 def test_the_readme_tables_are_generated_from_the_measurements():
-    assert sh("python", "-m", "mnist_basics.readme", "--check", check=False).returncode == 0
+    assert sh("python", "-m", "mnist_basics.report.readme", "--check", check=False).returncode == 0
 
 
 def test_commands_run_elsewhere_are_in_the_readme():

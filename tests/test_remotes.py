@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics.remote import targets
+from mnist_basics.pipeline.remote import targets
 from tests.harness import (
     borrow_venv,
     engine_env,

@@ -21,11 +21,11 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from mnist_basics import PipelineError, pipeline, report
-from mnist_basics.figures import montage, whole_epochs
-from mnist_basics.page import BOOK, Inputs, confusion, confusion_table, git_state
+from mnist_basics import PipelineError
 from mnist_basics.params import PARAMS, load
-from mnist_basics.report import (
+from mnist_basics.pipeline import definition as pipeline
+from mnist_basics.report import chapter as report
+from mnist_basics.report.chapter import (
     accuracy_rows,
     build,
     inputs,
@@ -34,6 +34,8 @@ from mnist_basics.report import (
     parser,
     render,
 )
+from mnist_basics.report.figures import montage, whole_epochs
+from mnist_basics.report.page import BOOK, Inputs, confusion, confusion_table, git_state
 from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, run_stage, write_params
 
 CHAPTER = pipeline.BY_NAME["report"].params  # the sections the page lists, every one

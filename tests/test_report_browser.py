@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_basics.i18n import LANGUAGES
+from mnist_basics.report.i18n import LANGUAGES
 from tests.test_i18n import render_page
 from tests.test_report import write_artifacts
 

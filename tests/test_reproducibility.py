@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics.pipeline import STAGES, WALL_CLOCK
+from mnist_basics.pipeline.definition import STAGES, WALL_CLOCK
 from tests.harness import dvc_changed, engine_env, make_tiny_archive, sh, tiny_project
 
 # What may differ between two runs: wall-clock seconds, and the date the page was made.

@@ -15,9 +15,9 @@ import yaml
 from torch import nn
 
 from mnist_basics.artifacts import load_tensors
-from mnist_basics.data import load_sample
-from mnist_basics.pipeline import BY_NAME
-from mnist_basics.resnet import (
+from mnist_basics.chapter.train import batch_accuracy, setup
+from mnist_basics.data.stack import load_sample
+from mnist_basics.methods.resnet import (
     OnePixelConv2d,
     fit_one_cycle,
     load_predictor,
@@ -27,7 +27,7 @@ from mnist_basics.resnet import (
     resnet18,
     validate_epoch,
 )
-from mnist_basics.train import batch_accuracy, setup
+from mnist_basics.pipeline.definition import BY_NAME
 from tests.harness import ROOT, make_tiny_tensors, run_stage, write_params
 
 COMMITTED = yaml.safe_load((ROOT / "params.yaml").read_text())

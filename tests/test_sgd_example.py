@@ -8,9 +8,8 @@ import json
 import pytest
 import torch
 
-from mnist_basics.data import load_sample
-from mnist_basics.models import BasicOptim, fit, mnist_loss, nn_linear, prepare, torch_sgd
-from mnist_basics.sgd_example import (
+from mnist_basics.chapter.models import BasicOptim, fit, mnist_loss, nn_linear, prepare, torch_sgd
+from mnist_basics.chapter.sgd_example import (
     apply_step,
     f,
     gradients,
@@ -19,7 +18,8 @@ from mnist_basics.sgd_example import (
     roller_coaster,
     sgd_example,
 )
-from mnist_basics.train import setup
+from mnist_basics.chapter.train import setup
+from mnist_basics.data.stack import load_sample
 from tests.harness import run_stage, write_params
 
 

@@ -25,8 +25,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics import bridge
-from mnist_basics.pipeline import MNIST_STAGES, SPREAD, STAGES, WALL_CLOCK, spread_jobs, timing
+from mnist_basics.pipeline import bridge
+from mnist_basics.pipeline.definition import (
+    MNIST_STAGES,
+    SPREAD,
+    STAGES,
+    WALL_CLOCK,
+    spread_jobs,
+    timing,
+)
 from tests.cluster import SlurmCluster, SlurmUnavailable, alive, slurm_cluster
 from tests.harness import (
     ROOT,

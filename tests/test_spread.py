@@ -18,15 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnist_basics import PipelineError, spread
-from mnist_basics.engines import render_spread_dvc_yaml
-from mnist_basics.pipeline import (
+from mnist_basics import PipelineError
+from mnist_basics.pipeline.definition import (
     SPREAD,
     SPREAD_METHODS,
     spread_jobs,
     spread_run,
     sweep_run,
 )
+from mnist_basics.pipeline.engines import render_spread_dvc_yaml
+from mnist_basics.report import spread
 from tests.harness import (
     ROOT,
     SNAKEMAKE,

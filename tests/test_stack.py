@@ -25,12 +25,15 @@ from PIL import Image
 
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import load_tensors, save_tensors
-from mnist_basics.data import MNIST, class_dir, decode_png, decode_pngs, png_members, stack
-from mnist_basics.download import canonical_archive, download
+from mnist_basics.data.download import canonical_archive, download
+from mnist_basics.data.stack import class_dir, decode_png, decode_pngs, png_members, stack
 from mnist_basics.params import load
-from mnist_basics.pipeline import BY_NAME
+from mnist_basics.pipeline.definition import BY_NAME
+from mnist_basics.registry import DATASETS
 from tests.digits_archive import make_digits_archive
 from tests.harness import ROOT, make_tiny_archive, run_stage
+
+MNIST = DATASETS["mnist"]
 
 
 # -- Building PNGs by hand, so that each can be broken in exactly one way --------------------

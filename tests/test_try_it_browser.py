@@ -1,6 +1,6 @@
 """The report's "Try it" panel in a real browser: Debian's headless Chromium, offline.
 
-- prepare.js gives the same bytes as mnist_basics/prepare.py, on pictures of every kind;
+- prepare.js gives the same bytes as mnist_basics/predict/prepare.py, on pictures of every kind;
 - drawn with the mouse, a 3 and a 7 are prepared, read by pixel_mean, linear and mlp in the
   page, and saved with the download button; `predict` on the saved PNG sees the same 28x28
   (within 2/255 per pixel) and gives the same probabilities (within 1e-3); linear and mlp
@@ -29,9 +29,9 @@ import pytest
 from PIL import Image
 
 from mnist_basics import PipelineError
-from mnist_basics.pipeline import checkpoint
-from mnist_basics.prepare import NoDigit, prepare, read_picture
-from mnist_basics.try_it import context, embedded_bytes
+from mnist_basics.pipeline.definition import checkpoint
+from mnist_basics.predict.prepare import NoDigit, prepare, read_picture
+from mnist_basics.report.try_it import context, embedded_bytes
 from tests.handwriting import digit, render, sample
 from tests.test_prepare import real_models
 
@@ -48,7 +48,7 @@ PAGE = """<!DOCTYPE html>
 
 def panel_page(try_it: dict) -> str:
     """A minimal page holding the panel, rendered in the report's own environment."""
-    from mnist_basics.page import environment
+    from mnist_basics.report.page import environment
 
     return environment().from_string(PAGE).render(try_it=try_it)
 

@@ -1,0 +1,1 @@
+"""The methods beyond the chapter's hand-written models: the pixel mean and resnet18."""

@@ -1,0 +1,500 @@
+"""The pipeline's one definition: every stage, its script, inputs, params and outputs.
+
+Both engines read this list and nothing else: `pipeline/engines.py` writes each dvc.yaml and
+each Snakemake rule file (rules/*.smk) from it (`make dvc.yaml`); they are committed, and
+`make lint` checks that they are current. `pipeline/bridge.py` keeps the two engines in one
+state.
+
+Every path a stage reads or writes is named once here, and reaches its script through the
+command (DVC's own convention): `python stages/mlp.py --tensors data/... --checkpoint ...`.
+No stage script imports this module, so a stage's code deps are its script and the modules
+it really imports: editing a comment here reruns nothing, a new stage runs alone, and a
+changed path reruns the stage whose command changed and its dependants. A test points any
+path elsewhere with `Stage.argv`.
+
+The full MNIST (all ten digits, the chapter's "further research") runs the same stages: each
+dataset of `DATASETS` gets its own copy of the chapter's stages from `chapter_stages`, its own
+paths and params sections, and its own dvc.yaml (`mnist/dvc.yaml`; Snakemake's rules
+`mnist_<stage>`). params.yaml `datasets` says which of them `make run` and `make repro` build.
+
+The seed spread and the sweep (`make spread`) are stages too, kept out of the chapter's
+run: `SPREAD` generates `spread/dvc.yaml`, where each trained method runs once per seed of
+params.yaml `spread.seeds` (DVC's `matrix`; Snakemake's `{seed}` wildcard), the sweep once
+per value and seed, and one stage gathers them into `reports/spread.html`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnist_basics.params import SPREAD_SECTIONS, page_sections, section
+from mnist_basics.registry import (
+    DATASETS,
+    METHODS,
+    METRICS,
+    OUTPUTS,
+    PLOTS,
+    SAMPLE,
+    TRAINED,
+    spread_name,
+    sweep_name,
+)
+
+ROOT = Path(__file__).resolve().parents[2]  # the project: mnist_basics/pipeline/definition.py
+DVC_YAML = ROOT / "dvc.yaml"
+SPREAD_DVCFILE = "spread/dvc.yaml"
+SPREAD_DVC_YAML = ROOT / SPREAD_DVCFILE
+
+# -- Datasets --------------------------------------------------------------------------------
+# MNIST_SAMPLE is the chapter's: its stages, paths and params sections keep their plain names.
+# Any other dataset's stages live in <name>/dvc.yaml, write under their own names (data/<name>.*,
+# models/<name>/, metrics/<name>/, reports/<name>.html) and read params.yaml's <name>.* sections
+# (`train` and `report` are shared). mnist_basics/registry.py lists the datasets (DATASETS).
+
+
+def _sub(dataset: str) -> str:
+    return "" if dataset == SAMPLE else f"{dataset}/"
+
+
+def dvcfile(dataset: str) -> str:
+    return f"{_sub(dataset)}dvc.yaml"
+
+
+# -- Artifacts -------------------------------------------------------------------------------
+# The verified archive, kept whole and re-packed canonically: the stack stage reads its PNGs
+# without extracting them, and any faithful copy of the source gives the same bytes.
+def archive(dataset: str = SAMPLE) -> str:
+    return f"data/{dataset}.tgz"
+
+
+def tensors(dataset: str = SAMPLE) -> str:
+    """train_x, train_y, valid_x, valid_y (uint8)."""
+    return f"data/{dataset}.safetensors"
+
+
+def counts(dataset: str = SAMPLE) -> str:
+    """Images per split and class."""
+    return "data/counts.json" if dataset == SAMPLE else f"data/{dataset}_counts.json"
+
+
+def report(dataset: str = SAMPLE) -> str:
+    return "reports/index.html" if dataset == SAMPLE else f"reports/{dataset}.html"
+
+
+def accuracy_csv(dataset: str = SAMPLE) -> str:
+    return "reports/accuracy.csv" if dataset == SAMPLE else f"reports/{dataset}_accuracy.csv"
+
+
+ARCHIVE, TENSORS, COUNTS = archive(), tensors(), counts()
+
+
+def checkpoint(name: str, dataset: str = SAMPLE) -> str:
+    return f"models/{_sub(dataset)}{name}.safetensors"
+
+
+def model_card(name: str, dataset: str = SAMPLE) -> str:
+    """The JSON beside a checkpoint: architecture and the params it was trained with."""
+    return f"models/{_sub(dataset)}{name}.json"
+
+
+def predictions(name: str, dataset: str = SAMPLE) -> str:
+    """Each method's verdict on every validation digit, for the report's mistakes and confusion."""
+    return f"models/{_sub(dataset)}{name}_valid.safetensors"
+
+
+def metrics(name: str, dataset: str = SAMPLE) -> str:
+    """Results only (accuracies, losses): equal params give equal bytes."""
+    return f"metrics/{_sub(dataset)}{name}.json"
+
+
+def history(name: str, dataset: str = SAMPLE) -> str:
+    """One row per epoch, results only, like the metrics."""
+    return f"metrics/{_sub(dataset)}{name}_history.csv"
+
+
+def timing(name: str, dataset: str = SAMPLE) -> str:
+    """Wall-clock figures: the one file of a stage that differs between two identical runs."""
+    return f"metrics/{_sub(dataset)}{name}_timing.json"
+
+
+def steps(dataset: str = SAMPLE) -> str:
+    """Per-step loss and learning rate of resnet18's one-cycle run."""
+    return f"metrics/{_sub(dataset)}resnet18_steps.csv"
+
+
+STEPS = steps()
+SGD_EXAMPLE = {  # the chapter's SGD walk-through and its small examples
+    "tensors": "data/sgd_example.safetensors",  # time, speed, params/preds/loss per step, curves
+    "metrics": "metrics/sgd_example.json",
+    "steps": "metrics/sgd_example.csv",  # the loss and a, b, c at every step
+}
+REPORT, ACCURACY_CSV = report(), accuracy_csv()
+
+# The spread's results: one small JSON per run, kept in git like the metrics ({seed} and
+# {value} are the runs' matrix keys), and the page and tables that gather them.
+SPREAD_RUNS = "metrics/spread"
+SWEEP_RUNS = "metrics/sweep"
+
+
+def spread_run(method: str, seed: object = "{seed}") -> str:
+    return f"{SPREAD_RUNS}/{spread_name(method, seed)}"
+
+
+def sweep_run(value: object = "{value}", seed: object = "{seed}") -> str:
+    return f"{SWEEP_RUNS}/{sweep_name(value, seed)}"
+
+
+SPREAD_REPORT = "reports/spread.html"
+SPREAD_CSV = "reports/spread.csv"  # one row per method and seed
+SWEEP_CSV = "reports/sweep.csv"  # one row per value and seed
+SPREAD_METRICS = "metrics/spread.json"  # mean, sd, min, max per method and per swept value
+
+# Outputs that hold this run's wall-clock figures (the page shows when it was written and the
+# seconds): the only outputs that two runs with the same params and code write differently.
+WALL_CLOCK = (*(timing(m, d) for d in DATASETS for m in METHODS), *map(report, DATASETS))
+
+# The shared code each stage imports; editing a module reruns exactly the stages listed here.
+# tests/test_engines.py checks the lists against what each stage script really imports.
+
+
+def code(*modules: str) -> list[str]:
+    """Package modules as a stage lists them: `chapter.train` is mnist_basics/chapter/train.py,
+    after each __init__.py above it, which importing it runs too."""
+    files: dict[str, None] = {}
+    for module in modules:
+        parts = module.split(".")
+        for depth in range(len(parts)):
+            files["/".join(["mnist_basics", *parts[:depth], "__init__.py"])] = None
+        files["/".join(["mnist_basics", *parts]) + ".py"] = None
+    return list(files)
+
+
+CORE = ("artifacts", "params", "registry", "pipeline.cli")  # every stage script's imports
+TRAINING = (*CORE, "compat", "data.stack", "chapter.train")
+PAGE = (*CORE, "data.stack", "report.i18n", "report.figures", "report.page")
+TEMPLATES = "mnist_basics/report/templates"
+PAGE_FILES = [f"{TEMPLATES}/sections.html.j2", f"{TEMPLATES}/page.css",
+              "mnist_basics/report/locale/et/LC_MESSAGES/messages.po"]
+PLOT_AXES = {"history": ("epoch", "valid_accuracy"), "steps": ("step", "lr")}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: `python stages/<name>.py`, each path the default of one of its flags."""
+
+    name: str
+    # flag -> path read; a page's `stage.flag` keys reach it as `--input stage.flag=PATH`
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # flag -> path written (DVC-cached)
+    metrics: dict[str, str] = field(default_factory=dict)  # flag -> small JSON kept in git
+    plots: dict[str, str] = field(default_factory=dict)  # flag -> CSV kept in git
+    kept: dict[str, str] = field(default_factory=dict)  # flag -> other file kept in git
+    code: list[str] = field(default_factory=list)  # package modules the stage imports
+    params: list[str] = field(default_factory=list)  # params.yaml sections (or keys) it reads
+    gpu: bool = False  # trains a model: one GPU (or the whole CPU) at a time
+    multicore: bool = False  # uses every core it is given (the others use one thread)
+    plot_axes: dict[str, tuple[str, str]] = field(default_factory=dict)  # plot path -> (x, y)
+    # A stage run once per combination of values (DVC's `matrix`, a Snakemake wildcard per
+    # key): key -> the params.yaml list it takes, e.g. {"seed": "spread.seeds"}. "{seed}" in
+    # its paths and `args` stands for the value, "{sweep.key}" for a value of params.yaml.
+    matrix: dict[str, str] = field(default_factory=dict)
+    args: str = ""  # the command's arguments besides the paths
+    script_name: str = ""  # stages/<script_name>.py when it is not the stage's name
+    dvcfile: str = "dvc.yaml"  # the file that holds the stage
+    # input flag -> the matrix stages whose outputs that folder holds: DVC depends on the
+    # folder, Snakemake on each file.
+    gathers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    dataset: str = SAMPLE  # the dataset whose copy of the stage this is (`--dataset`)
+
+    @property
+    def script(self) -> str:
+        return f"stages/{self.script_name or self.name}.py"
+
+    @property
+    def address(self) -> str:
+        """How DVC's commands name the stage: `mlp`, `spread/dvc.yaml:mlp@3`."""
+        return self.name if self.dvcfile == "dvc.yaml" else f"{self.dvcfile}:{self.name}"
+
+    @property
+    def deps(self) -> list[str]:
+        return [self.script, *self.code, *self.inputs.values()]
+
+    @property
+    def files(self) -> dict[str, str]:
+        """flag -> path for everything the stage reads and writes."""
+        return {**self.inputs, **self.outputs, **self.metrics, **self.plots, **self.kept}
+
+    @property
+    def all_outputs(self) -> list[str]:
+        return [*self.outputs.values(), *self.metrics.values(), *self.plots.values(),
+                *self.kept.values()]
+
+    @property
+    def rule(self) -> str:
+        """The Snakemake rule: the stage's name, prefixed by its dvc.yaml's folder if any; a
+        concrete job of a matrix stage (`mlp@3`) runs its stage's rule (`spread_mlp`)."""
+        folder = Path(self.dvcfile).parent.name
+        name = self.name.partition("@")[0]
+        return f"{folder}_{name}" if folder else name
+
+    @property
+    def key(self) -> str:
+        """A concrete job's matrix values, as DVC joins them into its name (`mlp@0.05-0`)."""
+        return self.name.partition("@")[2]
+
+    @property
+    def cmd_lines(self) -> list[str]:
+        """The command, a line per path: the script and its arguments, then every path it
+        reads and writes (dvc.yaml folds them into one line)."""
+        dataset = f"--dataset {self.dataset}" if self.dataset != SAMPLE else ""
+        head = " ".join([f"python {self.script}", *filter(None, [dataset, self.args])])
+        return [head, *(" ".join(pair) for pair in path_args(self.files))]
+
+    @property
+    def cmd(self) -> str:
+        """The command both engines run."""
+        return " ".join(self.cmd_lines)
+
+    def argv(self, *, python: str = sys.executable, root: str | Path = ROOT,
+             under: str | Path | None = None, params: str | Path | None = None,
+             **paths: str | Path) -> list[str]:
+        """The command with explicit paths, for tests and benchmarks: the script under `root`,
+        `paths` by flag name, every other path `under` a folder, another params file."""
+        out = [python, str(Path(root) / self.script)]
+        if self.dataset != SAMPLE:
+            out += ["--dataset", self.dataset]
+        if params is not None:
+            out += ["--params", str(params)]
+        files = {}
+        for flag, path in self.files.items():
+            key = flag.replace(".", "_")  # a page's `mlp.metrics` is `mlp_metrics=` here
+            files[flag] = paths[key] if key in paths else (
+                Path(under) / path if under is not None else path)
+        return out + [arg for pair in path_args(files) for arg in pair]
+
+    def expand(self, params: dict) -> list[Stage]:
+        """One concrete stage per combination of the matrix's values, named as DVC names them
+        (`mlp@3`, `sweep@0.05-0`), every placeholder filled in."""
+        if not self.matrix:
+            return [self]
+        combos: list[dict] = [{}]
+        for key, source in self.matrix.items():
+            combos = [{**c, key: v} for c in combos for v in lookup(params, source)]
+        return [self._concrete(c, params, self.args) for c in combos]
+
+    def _concrete(self, values: dict, params: dict, args: str) -> Stage:
+        def fill(text: str) -> str:
+            return fill_placeholders(text, lambda k: values[k] if k in values
+                                     else lookup(params, k))
+
+        def each(paths: dict[str, str]) -> dict[str, str]:
+            return {flag: fill(path) for flag, path in paths.items()}
+
+        return Stage(
+            name=f"{self.name}@{'-'.join(str(values[k]) for k in self.matrix)}",
+            inputs=each(self.inputs), outputs=each(self.outputs), metrics=each(self.metrics),
+            plots=each(self.plots), kept=each(self.kept), code=self.code,
+            params=[fill(p) for p in self.params], gpu=self.gpu, multicore=self.multicore,
+            args=fill(args), script_name=self.script_name or self.name, dvcfile=self.dvcfile)
+
+
+def path_args(files: dict[str, str | Path]) -> list[tuple[str, str]]:
+    """Each file as a command passes it: `--tensors PATH`; a page's `--input mlp.metrics=PATH`."""
+    return [("--input", f"{flag}={path}") if "." in flag
+            else (f"--{flag.replace('_', '-')}", str(path)) for flag, path in files.items()]
+
+
+def lookup(params: dict, dotted: str) -> object:
+    """params.yaml's value at `spread.seeds`."""
+    value: object = params
+    for part in dotted.split("."):
+        value = value[part]  # type: ignore[index]
+    return value
+
+
+PLACEHOLDER = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)?)\}")
+
+
+def fill_placeholders(text: str, value) -> str:
+    return PLACEHOLDER.sub(lambda m: str(value(m.group(1))), text)
+
+
+def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
+    """The chapter's stages for one dataset. MNIST_SAMPLE's are the chapter itself; another
+    dataset runs the same stages but the chapter's small examples (sgd_example, nn_linear),
+    which are about 3s and 7s, each under its own paths, params sections and dvc.yaml."""
+    chapter = dataset == SAMPLE
+    common = {"dataset": dataset, "dvcfile": dvcfile(dataset)}
+
+    def method(name: str) -> Stage:
+        trains = name in TRAINED
+        path = {"checkpoint": checkpoint, "model_card": model_card, "predictions": predictions,
+                "timing": timing, "metrics": metrics, "history": history,
+                "steps": lambda _, d: steps(d)}
+
+        def paths(flags) -> dict[str, str]:
+            return {flag: path[flag](name, dataset) for flag in flags}
+
+        plots = paths((*PLOTS, *METHODS[name].extra_plots))
+        return Stage(
+            name=name,
+            inputs={"tensors": tensors(dataset)},
+            outputs=paths(OUTPUTS),
+            metrics=paths(METRICS),
+            plots=plots,
+            code=code(*TRAINING, METHODS[name].module),
+            params=[section("train"), section(name, dataset)] if trains else [],
+            gpu=trains,
+            # The small models run fastest on one thread; resnet18 uses every core it is given.
+            multicore=METHODS[name].multicore,
+            plot_axes={p: PLOT_AXES[flag] for flag, p in plots.items()},
+            **common,
+        )
+
+    download = Stage(
+        name="download",
+        outputs={"out": archive(dataset)},
+        code=code(*CORE, "data.stack", "data.download"),
+        params=[section("data", dataset)],
+        **common,
+    )
+    stack = Stage(
+        name="stack",
+        inputs={"archive": archive(dataset)},
+        outputs={"tensors": tensors(dataset), "counts": counts(dataset)},
+        code=code(*CORE, "data.stack"),
+        **common,
+    )
+    methods = [method(m) for m in METHODS]
+    if not chapter:
+        return [download, stack, *methods, _digits_report(dataset, methods)]
+    sgd_example = Stage(
+        name="sgd_example",
+        outputs={"tensors": SGD_EXAMPLE["tensors"]},
+        metrics={"metrics": SGD_EXAMPLE["metrics"]},
+        plots={"steps": SGD_EXAMPLE["steps"]},
+        code=code(*TRAINING, "chapter.models", "chapter.sgd_example"),
+        params=["sgd_example"],
+        plot_axes={SGD_EXAMPLE["steps"]: ("step", "loss")},
+    )
+    nn_linear = Stage(
+        name="nn_linear",
+        inputs={"tensors": TENSORS},
+        metrics={"metrics": metrics("nn_linear")},
+        plots={"history": history("nn_linear")},
+        code=code(*TRAINING, "chapter.models"),
+        params=["train", "linear"],
+        gpu=True,
+        plot_axes={history("nn_linear"): ("epoch", "basic_optim")},
+    )
+    made = [download, stack, sgd_example, *methods, nn_linear]
+    return [*made, Stage(
+        name="report",
+        # Every output of every stage: the page hashes each file it lists, so its
+        # reproducibility table is this run's under either engine.
+        inputs={report_flag(s.name, flag): path
+                for s in made for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
+        outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
+        code=[*code(*PAGE, "report.chapter", "report.try_it"), *PAGE_FILES,
+              f"{TEMPLATES}/report.html.j2", f"{TEMPLATES}/try_it.html.j2",
+              f"{TEMPLATES}/prepare.js"],
+        params=page_sections(),  # every section of the chapter: the page lists each value
+    )]
+
+
+def report_flag(stage: str, flag: str) -> str:
+    """A page's name for another stage's output: `mlp.metrics` (`--input mlp.metrics=PATH`)."""
+    return f"{stage}.{flag}"
+
+
+def _digits_report(dataset: str, methods: list[Stage]) -> Stage:
+    """The ten digits' page: every method's outputs, beside the chapter's own figures."""
+    return Stage(
+        name="report",
+        script_name="digits_report",
+        dataset=dataset,
+        dvcfile=dvcfile(dataset),
+        inputs={report_flag("stack", "tensors"): tensors(dataset),
+                report_flag("stack", "counts"): counts(dataset),
+                **{report_flag(s.name, flag): path for s in methods
+                   for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
+                **{report_flag(f"sample_{m}", "metrics"): metrics(m) for m in METHODS}},
+        outputs={"out": report(dataset), "accuracy_csv": accuracy_csv(dataset)},
+        code=[*code(*PAGE, "report.digits"), *PAGE_FILES, f"{TEMPLATES}/digits.html.j2"],
+        params=page_sections(dataset),
+    )
+
+
+STAGES: list[Stage] = chapter_stages()
+STAGES_OF: dict[str, list[Stage]] = {d: chapter_stages(d) for d in DATASETS}
+STAGES_OF[SAMPLE] = STAGES
+MNIST_STAGES = STAGES_OF["mnist"]
+BY_NAME = {s.name: s for s in STAGES}
+BY_DATASET = {d: {s.name: s for s in stages} for d, stages in STAGES_OF.items()}
+
+
+def dataset_stages(datasets) -> list[Stage]:
+    """The stages of these datasets (params.yaml `datasets`), in the order of DATASETS."""
+    return [s for d in DATASETS if d in datasets for s in STAGES_OF[d]]
+
+# -- The spread: `make spread` (spread/dvc.yaml), never part of `make run` ---------------------
+# A spread job runs its method's training function, which the registry names (stages/spread.py).
+SPREAD_CODE = code(*TRAINING, *(METHODS[m].module for m in TRAINED))
+
+
+def _spread_stage(method: str) -> Stage:
+    return Stage(
+        name=method,
+        dvcfile=SPREAD_DVCFILE,
+        script_name="spread",
+        matrix={"seed": "spread.seeds"},
+        args=f"{method} --seed {{seed}}",
+        inputs={"tensors": TENSORS},
+        kept={"out": spread_run(method)},
+        code=SPREAD_CODE,
+        # train.seed is the chapter's; each run takes its own.
+        params=["train.device", method],
+        gpu=method == "resnet18",  # the small models share a GPU, or a core each
+        multicore=METHODS[method].multicore,
+    )
+
+
+SPREAD_METHODS = TRAINED
+SPREAD: list[Stage] = [
+    *(_spread_stage(m) for m in SPREAD_METHODS),
+    Stage(
+        name="sweep",
+        dvcfile=SPREAD_DVCFILE,
+        script_name="spread",
+        matrix={"value": "sweep.values", "seed": "sweep.seeds"},
+        args="{sweep.method} --seed {seed} --set {sweep.key}={value}",
+        inputs={"tensors": TENSORS},
+        kept={"out": sweep_run()},
+        code=SPREAD_CODE,
+        params=["train.device", "{sweep.method}"],
+    ),
+    Stage(
+        name="report",
+        dvcfile=SPREAD_DVCFILE,
+        script_name="spread_report",
+        inputs={"spread_runs": SPREAD_RUNS, "sweep_runs": SWEEP_RUNS,
+                **{report_flag(m, "metrics"): metrics(m) for m in SPREAD_METHODS}},
+        gathers={"spread_runs": SPREAD_METHODS, "sweep_runs": ("sweep",)},
+        # In git, like the runs: a clone shows the spread without training 42 models.
+        kept={"out": SPREAD_REPORT, "csv": SPREAD_CSV, "sweep_csv": SWEEP_CSV},
+        metrics={"metrics": SPREAD_METRICS},
+        code=[*code(*PAGE, "report.spread"), *PAGE_FILES, f"{TEMPLATES}/spread.html.j2"],
+        params=list(SPREAD_SECTIONS),
+    ),
+]
+SPREAD_BY_NAME = {s.name: s for s in SPREAD}
+
+
+def spread_jobs(params: dict) -> list[Stage]:
+    """Every concrete stage of spread/dvc.yaml at these params: `mlp@3`, ..., `report`."""
+    return [job for s in SPREAD for job in s.expand(params)]
+
+
