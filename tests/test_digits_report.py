@@ -358,7 +358,12 @@ def test_a_stale_or_foreign_input_is_refused_by_name(run, tmp_path):
     save_tensors(tmp_path / "p.safetensors", {"pred": np.zeros(3, np.int64),
                                               "probs": np.zeros((3, 10), np.float32)})
     with pytest.raises(PipelineError, match=r"p\.safetensors: pred has shape \[3\], but .* "
-                                            r"has 60 testing digits: expected \[60\]; rerun"):
+                                            r"has 60 validation digits: expected \[60\]; rerun"):
+        render_page(with_("resnet18.predictions", tmp_path / "p.safetensors"), params("en"))
+    save_tensors(tmp_path / "p.safetensors", {"pred": np.full(60, 10, np.int64),
+                                              "probs": np.zeros((60, 10), np.float32)})
+    with pytest.raises(PipelineError, match=r"p\.safetensors: pred holds int64 answers, not "
+                                            r"labels 0 to 9; rerun its stage"):
         render_page(with_("resnet18.predictions", tmp_path / "p.safetensors"), params("en"))
 
 

@@ -571,9 +571,10 @@ def test_montage_lays_tiles_out_in_rows():
 
 @pytest.mark.parametrize("path, tensors, message", [
     (pipeline.predictions("mlp"), {"pred": (5,), "probs": (5, 2)},
-     "probs holds 5 digits but .* has 48 validation digits; rerun the mlp stage"),
+     r"pred has shape \[5\], but .* has 48 validation digits: expected \[48\]; rerun the mlp "
+     "stage"),
     (pipeline.predictions("linear"), {"pred": (48,), "probs": (48, 2)},
-     "pred holds float32 numbers, not labels; rerun the linear stage"),
+     "pred holds float32 answers, not labels 0 to 1; rerun the linear stage"),
     (pipeline.checkpoint("linear"), {"bias": (1,)}, "no tensor 'weights'; rerun the linear stage"),
     (pipeline.predictions("pixel_mean"), {"pred": (48,), "probs": (48, 2)},
      "no tensor 'dist_l1'; rerun the pixel_mean stage"),

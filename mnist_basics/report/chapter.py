@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
 from mnist_basics.data.stack import CLASSES, LABEL, MNIST_SAMPLE, SIZE
 from mnist_basics.params import page_sections
@@ -52,6 +51,7 @@ from mnist_basics.report.page import (
     BOOK,
     TITLES,
     Inputs,
+    check_predictions,
     confusion,
     confusion_table,
     file_hashes,
@@ -177,14 +177,8 @@ def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
     if run.tensors is not None:
         n = len(run.tensors["valid_y"])
         for method, p in run.predictions.items():
-            where = inputs.files[method]["predictions"]
-            if p["probs"].shape != (n, len(CLASSES)) or p["pred"].shape != (n,):
-                raise PipelineError(
-                    f"{where}: probs holds {len(p['probs'])} digits but {stack['tensors']} "
-                    f"has {n} validation digits; rerun the {method} stage")
-            if p["pred"].dtype.kind not in "iu":
-                raise PipelineError(f"{where}: pred holds {p['pred'].dtype} numbers, not "
-                                    f"labels; rerun the {method} stage")
+            check_predictions(p, n, len(CLASSES), inputs.files[method]["predictions"],
+                              stack["tensors"], f"rerun the {method} stage")
     return run
 
 

@@ -43,6 +43,7 @@ from mnist_basics.report.i18n import gettext as _
 from mnist_basics.report.page import (
     TITLES,
     Inputs,
+    check_predictions,
     confusion,
     confusion_table,
     environment,
@@ -216,16 +217,9 @@ def load(inputs: Inputs) -> Digits:
             raise _refuse(inputs, f"{m}.model_card", f"a model of the labels "
                           f"{cards[m]['labels']}, not of {inputs.dataset}'s {n_classes} classes")
         predictions[m] = p = _arrays(inputs, f"{m}.predictions")
-        for key in sorted(NEEDS[f"{m}.predictions"]):
-            want = (n,) if key.startswith("pred") else (n, n_classes)  # probs, dist_*: [N, C]
-            if p[key].shape != want:
-                raise _refuse(inputs, f"{m}.predictions", f"{key} has shape "
-                              f"{list(p[key].shape)}, but {_file(inputs, 'stack.tensors')} "
-                              f"has {n} testing digits: expected {list(want)}")
-        for key in ("pred", "pred_rmse") if m == "pixel_mean" else ("pred",):
-            if p[key].min(initial=0) < 0 or p[key].max(initial=0) >= n_classes:
-                raise _refuse(inputs, f"{m}.predictions",
-                              f"{key} holds answers outside 0-{n_classes - 1}")
+        check_predictions(p, n, n_classes, _file(inputs, f"{m}.predictions"),
+                          _file(inputs, "stack.tensors"),
+                          f"rerun its stage ({stage_of(f'{m}.predictions', inputs.dataset)})")
         metrics[m] = _json(inputs, f"{m}.metrics", [
             *(k for p_ in _prefixes(m) for k in _metric_keys(p_, classes)),
             *(("train_loss", "valid_loss", "epochs") if m in TRAINED else ())])

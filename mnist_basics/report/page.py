@@ -102,6 +102,23 @@ def read_rows(path: Path) -> list[dict[str, float | None]]:
 
 
 
+def check_predictions(arrays: Mapping[str, np.ndarray], n: int, classes: int, where: Path,
+                      tensors: Path, rerun: str) -> None:
+    """A predictions file as every method's stage writes it, for the `n` validation digits of
+    `tensors`: each answer (`pred`, `pred_rmse`) a label [N] below `classes`, everything else
+    (`probs`, the pixel mean's distances) [N, C]. PipelineError naming the file otherwise."""
+    for key in sorted(arrays):
+        a, answers = arrays[key], key.startswith("pred")
+        want = (n,) if answers else (n, classes)
+        if a.shape != want:
+            raise PipelineError(f"{where}: {key} has shape {list(a.shape)}, but {tensors} has "
+                                f"{n} validation digits: expected {list(want)}; {rerun}")
+        if answers and (a.dtype.kind not in "iu" or a.min(initial=0) < 0
+                        or a.max(initial=0) >= classes):
+            raise PipelineError(f"{where}: {key} holds {a.dtype} answers, not labels 0 to "
+                                f"{classes - 1}; {rerun}")
+
+
 def read_counts(path: Path, layout: Layout, rerun: str = "rerun the stack stage"
                 ) -> dict[str, dict[str, int]]:
     """The stack stage's counts.json: images per split and class."""
