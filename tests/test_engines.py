@@ -7,7 +7,6 @@ the checkout.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from mnist_basics.pipeline.definition import (
     SPREAD,
     STAGES,
     STAGES_OF,
-    WALL_CLOCK,
     dvcfile,
 )
 from mnist_basics.pipeline.engines import files, render_dvc_yaml
@@ -332,28 +330,3 @@ def test_dvc_repro_leaves_snakemake_nothing_to_do_and_param_edits_rerun_only_dep
     assert snakemake_plan(project) == {"resnet18", "report"}
     sh(*SNAKEMAKE, cwd=project)
     assert dvc_changed(project) == set()
-
-
-@pytest.mark.slow
-def test_wall_clock_figures_are_not_results(project):
-    """Two runs with the same params: no metrics change, plots byte-identical, and neither
-    `dvc metrics` nor `dvc exp show` presents seconds as results."""
-    sh("dvc", "repro", cwd=project)
-    sh("git", "add", "-A", cwd=project)
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "run 1",
-       cwd=project)
-    plots = {p: md5(project / p) for s in STAGES for p in s.plots.values()}
-    chapter = {p for s in STAGES for p in s.all_outputs}  # what `dvc repro` made
-    timings = {p: md5(project / p) for p in WALL_CLOCK if p in chapter}
-
-    sh("dvc", "repro", "--force", cwd=project)
-    assert {p: md5(project / p) for p in plots} == plots
-    assert all(md5(project / p) != h for p, h in timings.items())  # the clock did move
-    assert json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).stdout) == {}
-
-    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
-    files = {f for rev in shown.values() for f in rev["data"]}
-    # Every dvc.yaml's metrics: the spread's spread.json and the full MNIST's too.
-    assert files == {p for s in [*STAGES, *MNIST_STAGES, *SPREAD] for p in s.metrics.values()}
-    columns = sh("dvc", "exp", "show", "--csv", "--no-pager", cwd=project).stdout.splitlines()[0]
-    assert "seconds" not in columns and "accuracy" in columns and "mlp.lr" in columns

@@ -22,7 +22,7 @@ ELSEWHERE = {
     "snakemake --profile profiles/slurm": "needs a cluster: tests/test_slurm.py starts one",
     "TRAIN_GPUS=1 snakemake --profile profiles/slurm": "likewise, with a GPU: tests/test_slurm.py",
     # The queue runs in the background: the test waits for it, where the README says to.
-    "dvc exp run --queue -S 'mlp.lr=0.1,0.2' -S 'train.seed=1,2'":
+    "dvc exp run --queue -S 'mlp.lr=0.1,0.2' -S 'mlp.hidden=30,60'":
         "tests/test_spread.py::test_dvc_queue_runs_a_two_by_two_grid",
     "dvc queue start -j 2": "likewise",
     "dvc queue stop": "likewise",

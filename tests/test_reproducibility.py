@@ -1,19 +1,20 @@
 """Reproducibility: two clean runs give the same bytes, and a DVC remote gives them back.
 
-Both tests run `dvc repro` in copies of the project (see `tiny_project` in tests/harness.py)
+The tests run `dvc repro` in two copies of the project (see `tiny_project` in tests/harness.py)
 on one tiny archive, with few epochs. Run them with `pytest tests/test_reproducibility.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mnist_basics.pipeline.definition import STAGES, WALL_CLOCK
+from mnist_basics.pipeline.definition import MNIST_STAGES, SPREAD, STAGES, WALL_CLOCK
 from tests.harness import dvc_changed, engine_env, make_tiny_archive, sh, tiny_project
 
 # What may differ between two runs: wall-clock seconds, and the date the page was made.
@@ -21,6 +22,7 @@ from tests.harness import dvc_changed, engine_env, make_tiny_archive, sh, tiny_p
 # reports/accuracy.csv are results only).
 ALL_OUTPUTS = [p for s in STAGES for p in s.all_outputs]
 MAY_DIFFER = set(WALL_CLOCK) & set(ALL_OUTPUTS)  # the chapter's (these runs are the chapter)
+GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
 
 
 def locked_md5s(proj: Path) -> dict[str, str]:
@@ -55,18 +57,42 @@ def test_two_clean_runs_differ_only_in_wall_clock_figures(two_runs):
 
 
 @pytest.mark.slow
+def test_wall_clock_figures_are_not_results(two_runs):
+    """Neither `dvc metrics` nor `dvc exp show` presents seconds as results: the second run's
+    metrics against the first's, committed, show no change at all."""
+    first, second = two_runs
+    env = engine_env()
+    sh(*GIT, "add", "-A", cwd=second)
+    sh(*GIT, "commit", "-qm", "run", cwd=second)
+    metrics = [p for s in STAGES for p in s.metrics.values()]
+    try:
+        for path in metrics:  # kept in git: the first run's in place of the second's
+            shutil.copyfile(first / path, second / path)
+        assert json.loads(sh("dvc", "metrics", "diff", "--json", cwd=second,
+                             env=env).stdout) == {}
+    finally:
+        sh("git", "checkout", "--", *metrics, cwd=second)
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=second, env=env).stdout)
+    files = {f for rev in shown.values() for f in rev["data"]}
+    # Every dvc.yaml's metrics: the spread's spread.json and the full MNIST's too.
+    assert files == {p for s in [*STAGES, *MNIST_STAGES, *SPREAD] for p in s.metrics.values()}
+    columns = sh("dvc", "exp", "show", "--csv", "--no-pager", cwd=second,
+                 env=env).stdout.splitlines()[0]
+    assert "seconds" not in columns and "accuracy" in columns and "mlp.lr" in columns
+
+
+@pytest.mark.slow
 def test_push_delete_pull_gives_every_artifact_back(two_runs, tmp_path):
     proj = two_runs[0]
     env = engine_env()
-    git = ("git", "-c", "user.name=t", "-c", "user.email=t@example.com")
     sh("dvc", "remote", "add", "-d", "local", str(tmp_path / "remote"), cwd=proj, env=env)
     # The chapter's dvc.yaml: mnist/dvc.yaml's stages never ran in this copy.
     sh("dvc", "push", "dvc.yaml", cwd=proj, env=env)
     assert "in sync" in sh("dvc", "status", "--cloud", "dvc.yaml", cwd=proj, env=env).stdout
     # Metrics and plots are kept in git (cache: false): commit them with dvc.lock. The
     # timing files are DVC outputs like the checkpoints: the remote gives them back.
-    sh(*git, "add", "-A", cwd=proj)
-    sh(*git, "commit", "-qm", "run", cwd=proj)
+    sh(*GIT, "add", "-A", cwd=proj)
+    sh(*GIT, "commit", "-qm", "run", cwd=proj)
     before = locked_md5s(proj)
 
     shutil.rmtree(proj / ".dvc" / "cache")

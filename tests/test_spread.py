@@ -261,9 +261,12 @@ def test_dvc_queue_runs_a_two_by_two_grid(tiny):
     root, archive, env = tiny
     proj = tiny_project(root / "queue", archive)
     set_params(proj, data={"url": f"file://{archive[0]}"})  # queued runs read params only
-    sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "url",
+    # As the README has it, after `make run`: each experiment reruns only mlp and the page.
+    sh("dvc", "repro", cwd=proj, env=env)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "add", "-A", cwd=proj)
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "run",
        cwd=proj)
-    sh("dvc", "exp", "run", "--queue", "-S", "mlp.lr=0.1,0.2", "-S", "train.seed=1,2",
+    sh("dvc", "exp", "run", "--queue", "-S", "mlp.lr=0.1,0.2", "-S", "mlp.hidden=30,60",
        cwd=proj, env=env)
     try:
         # The workers are daemons that inherit `start`'s stdout: capturing it would wait for
@@ -282,12 +285,12 @@ def test_dvc_queue_runs_a_two_by_two_grid(tiny):
     finally:
         sh("dvc", "queue", "stop", cwd=proj, env=env, check=False)
     rows = sh("dvc", "exp", "show", "--csv", "--drop", ".*", "--keep",
-              r"Experiment|mlp\.lr|train\.seed|metrics/mlp\.json:train_loss", cwd=proj,
+              r"Experiment|mlp\.lr|mlp\.hidden|metrics/mlp\.json:train_loss", cwd=proj,
               env=env).stdout.splitlines()
     header, *body = [r.split(",") for r in rows]
     got = [dict(zip(header, r, strict=True)) for r in body if r[0]]  # the experiments
-    assert sorted((r["mlp.lr"], r["train.seed"]) for r in got) == [
-        ("0.1", "1"), ("0.1", "2"), ("0.2", "1"), ("0.2", "2")]
+    assert sorted((r["mlp.lr"], r["mlp.hidden"]) for r in got) == [
+        ("0.1", "30"), ("0.1", "60"), ("0.2", "30"), ("0.2", "60")]
     assert len({r["metrics/mlp.json:train_loss"] for r in got}) == 4  # four different runs
     deadline = time.monotonic() + 30
     while queue_workers(proj) and time.monotonic() < deadline:
