@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from mnist_basics import PipelineError
 from mnist_basics.artifacts import read_json
 from mnist_basics.data.stack import SIZE
+from mnist_basics.params import section
 from mnist_basics.registry import DATASETS, METHOD_OF_ROW, METHODS, TRAINED, Layout, flags
 from mnist_basics.registry import ROWS as ALL_ROWS
 from mnist_basics.report.figures import (
@@ -473,9 +474,9 @@ def context(d: Digits, params: Mapping[str, dict]) -> dict:
         "confusions": method_confusions(d),
         "training": training_section(d),
         "stages": wall_times(d.timing, METHODS),
-        # under their names in params.yaml: the full MNIST's sections, and the shared train
-        "params": {**{f"{dataset}.{k}": params[k] for k in ("data", "linear", "mlp", "resnet18")
-                      if k in params}, **({"train": params["train"]} if "train" in params else {})},
+        # under their names in params.yaml: the dataset's own sections, and the shared train
+        "params": {section(k, dataset): params[k] for k in ("data", *TRAINED, "train")
+                   if k in params},
         "rerun": rerun(dataset),
     }
 
