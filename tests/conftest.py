@@ -7,6 +7,11 @@ that a whole Snakemake or DVC run takes seconds and never touches the checkout.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,11 +20,17 @@ import pytest
 
 from tests.digits_archive import real_digits_archive
 from tests.harness import (
+    ENGINES,
+    REAL_MODELS,
+    engine_env,
     local_archive,
     make_tiny_archive,
     make_tiny_tensors,
     run_stage,
+    sh,
     tiny_project,
+    train_all,
+    write_params,
 )
 
 # The files that take minutes, longest first (`make test` prints --durations): run first, so
@@ -33,6 +44,55 @@ SLOWEST_FIRST = ("test_mnist_real.py", "test_engines.py", "test_mnist.py", "test
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
+# -- Made once per session, whichever worker asks first ---------------------------------------
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory) -> Path:
+    """A folder all pytest-xdist workers of this session share (the session's own without)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def once(shared: Path, name: str, make) -> Path:
+    """shared/name, made by `make(folder)` in the first worker to ask; the others wait for it
+    (a lock file), then read it. A failed make leaves nothing, so the next asker retries."""
+    folder = shared / name
+    with open(shared / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            with contextlib.ExitStack() as undo:
+                undo.callback(shutil.rmtree, folder, ignore_errors=True)
+                make(folder)
+                undo.pop_all()
+            (folder / ".done").touch()
+    return folder
+
+
+
+@pytest.fixture(scope="session")
+def finished_project(shared_tmp):
+    """`finished_project(engine, dest)`: a tiny project (harness.tiny_project) that `engine`
+    ran from start to end, copied to `dest`, with its engine state, DVC cache and git repo;
+    returns (dest, its archive). Each engine runs once per session: the tests that need a
+    finished run to start from copy it, and those that check the clean run itself run their
+    own. The archive is shared: read it, never change it."""
+    def make(engine: str, folder: Path) -> None:
+        (folder / "archive").mkdir()
+        archive = make_tiny_archive(folder / "archive")
+        proj = tiny_project(folder / "proj", archive)
+        sh(*ENGINES[engine], cwd=proj, env=engine_env(MNIST_SAMPLE_URL=str(archive[0])))
+        (folder / "archive.json").write_text(json.dumps([str(archive[0]), *archive[1:]]))
+
+    def copy(engine: str, dest: Path) -> tuple[Path, tuple[Path, str, str]]:
+        folder = once(shared_tmp, f"finished-{engine}", lambda f: make(engine, f))
+        shutil.copytree(folder / "proj", dest, symlinks=True)  # mtimes too, for Snakemake
+        path, md5, digest = json.loads((folder / "archive.json").read_text())
+        return dest, (Path(path), md5, digest)
+
+    return copy
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +111,25 @@ def mnist_png_archive() -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_tensors(mnist_archive, tmp_path_factory) -> Path:
+def real_tensors(mnist_archive, shared_tmp) -> Path:
     """The real archive stacked by stages/stack.py, once per test session."""
-    tmp = tmp_path_factory.mktemp("real")
-    tensors = tmp / "mnist_sample.safetensors"
-    r = run_stage("stack", archive=mnist_archive, tensors=tensors, counts=tmp / "counts.json")
-    assert r.returncode == 0, r.stderr
-    return tensors
+    def make(folder: Path) -> None:
+        r = run_stage("stack", archive=mnist_archive, tensors=folder / "mnist_sample.safetensors",
+                      counts=folder / "counts.json")
+        assert r.returncode == 0, r.stderr
+
+    return once(shared_tmp, "real-tensors", make) / "mnist_sample.safetensors"
+
+
+@pytest.fixture(scope="session")
+def real_models(real_tensors, shared_tmp) -> Path:
+    """REAL_MODELS trained on the real data by their stages, default params, once per test
+    session: their checkpoints' folder."""
+    def make(folder: Path) -> None:
+        params = write_params(folder / "params.yaml", train={"device": "cpu"})
+        train_all(REAL_MODELS, folder, real_tensors, params)
+
+    return once(shared_tmp, "real-models", make) / "models"
 
 
 @pytest.fixture

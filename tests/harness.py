@@ -63,6 +63,8 @@ GENERATED = ("dvc.lock", "reports/index.html", "reports/accuracy.csv", "spread/d
 LOCKS = ("dvc.lock", "spread/dvc.lock", "mnist/dvc.lock")
 ENGINE_STATE = (".snakemake", "logs", ".dvc/cache", ".dvc/tmp")
 SNAKEMAKE = ("snakemake", "--cores", "4", "--resources", "gpu=1")
+ENGINES = {"dvc": ("dvc", "repro"), "snakemake": SNAKEMAKE}  # each engine's whole run
+REAL_MODELS = ("pixel_mean", "linear", "mlp")  # trained on the real data in tests: seconds each
 # A whole run in seconds: project copies test the machinery, not the accuracy.
 FAST_PARAMS = {"linear": {"epochs": 3}, "mlp": {"epochs": 3},
                "resnet18": {"epochs": 1, "batch_size": 8},
@@ -191,6 +193,21 @@ def run_stage(name: str, *, under: Path | None = None, params: Path | None = Non
 
 
 # -- A copy of the project, for whole engines ------------------------------------------------
+def train_all(names, root: Path, tensors: Path, params: Path) -> Path:
+    """Each named stage on `tensors`, side by side, writing under `root` (pixel_mean reads no
+    params): root/models, as the stages write it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(name: str):
+        return run_stage(name, under=root, tensors=tensors,
+                         params=None if name == "pixel_mean" else params)
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        for name, r in zip(names, pool.map(one, names), strict=True):
+            assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
+    return root / "models"
+
+
 def engine_env(**extra: str) -> dict:
     """The environment the engines run in: this venv first on PATH, no thread cap."""
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",

@@ -3,7 +3,7 @@
 No stage script imports mnist_basics/pipeline/definition.py: each command passes its paths, and a
 stage's code deps are its script and the modules it imports. So a comment reruns nothing, a
 new stage runs alone, and a moved output reruns its stage and the stages that read it. Each
-engine runs in a copy of the project (tests/harness.py), and the other engine agrees.
+engine starts from a copy of a run it finished (conftest.py), and the other engine agrees.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ STAGES.append(Stage(name="extra", inputs={"tensors": TENSORS},
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["snakemake", "dvc"])
-def test_edits_to_the_definition_rerun_only_what_they_change(project, engine):
+def test_edits_to_the_definition_rerun_only_what_they_change(engine, finished_project, tmp_path,
+                                                            monkeypatch):
     """A comment reruns nothing, a new stage runs alone, a moved output reruns its stage and
     its dependants: under either engine, and the other agrees."""
+    project, archive = finished_project(engine, tmp_path / "proj")  # `engine` ran it all
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive[0]))
     def run() -> set[str]:
         if engine == "snakemake":
             r = sh(*SNAKEMAKE, cwd=project)
@@ -50,7 +53,6 @@ def test_edits_to_the_definition_rerun_only_what_they_change(project, engine):
         definition.write_text(text.replace(old, new))
         sh("python", "-m", "mnist_basics.pipeline.engines", cwd=project)  # make dvc.yaml
 
-    run()
     assert plans() == (set(), set())
     edit('"""The pipeline\'s one definition', '# A comment.\n"""The pipeline\'s one definition')
     assert plans() == (set(), set())

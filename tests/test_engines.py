@@ -249,8 +249,9 @@ def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_dry_run_lint_and_report_leave_the_tree_as_it_was(project, tmp_path):
-    sh(*SNAKEMAKE, cwd=project)  # logs, outputs, dvc.lock: everything a parse used to touch
+def test_dry_run_lint_and_report_leave_the_tree_as_it_was(finished_project, tmp_path):
+    # After a run: logs, outputs, dvc.lock, everything a parse used to touch.
+    project, _ = finished_project("snakemake", tmp_path / "proj")
     set_params(project, mlp={"lr": 0.05})  # and a stage out of date, so the plan is not empty
     for cmd in (("snakemake", "-n"), ("snakemake", "--lint"),
                 ("snakemake", "--report", str(tmp_path / "report.html"))):
@@ -277,8 +278,10 @@ def md5(path: Path) -> str:
 
 
 @pytest.mark.slow
-def test_snakemake_run_leaves_dvc_up_to_date_and_param_edits_rerun_only_dependents(project):
-    sh(*SNAKEMAKE, cwd=project)
+def test_snakemake_run_leaves_dvc_up_to_date_and_param_edits_rerun_only_dependents(
+        finished_project, tmp_path, monkeypatch):
+    project, archive = finished_project("snakemake", tmp_path / "proj")  # after a clean run
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive[0]))
     assert dvc_changed(project) == set()
     assert snakemake_plan(project) == set()
 
@@ -311,8 +314,10 @@ def test_snakemake_run_leaves_dvc_up_to_date_and_param_edits_rerun_only_dependen
 
 
 @pytest.mark.slow
-def test_dvc_repro_leaves_snakemake_nothing_to_do_and_param_edits_rerun_only_dependents(project):
-    sh("dvc", "repro", cwd=project)
+def test_dvc_repro_leaves_snakemake_nothing_to_do_and_param_edits_rerun_only_dependents(
+        finished_project, tmp_path, monkeypatch):
+    project, archive = finished_project("dvc", tmp_path / "proj")  # after a clean run
+    monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive[0]))
     assert snakemake_plan(project) == set()
 
     set_params(project, linear={"epochs": 5})

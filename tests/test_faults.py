@@ -11,8 +11,8 @@ The claims under test, each against real processes and real file systems:
 - two engine runs at once: the second stops at once with a lock message, nothing is corrupted.
 
 Stages run on a tiny archive (harness.make_tiny_archive), in a scratch folder or, under the
-engines, in copies of the project (harness.tiny_project). Which stages are killed under
-which engine and signal: see MATRIX below and tests/BAD_INPUTS.md.
+engines, in copies of one finished run per engine (conftest.py's finished_project). Which
+stages are killed under which engine and signal: see MATRIX below and tests/BAD_INPUTS.md.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import pytest
 from mnist_basics.artifacts import atomic_path, sweep
 from mnist_basics.pipeline.definition import BY_NAME, STAGES, WALL_CLOCK
 from tests.harness import (
+    ENGINES,
     FAST_PARAMS,
     ROOT,
     SNAKEMAKE,
@@ -49,7 +50,6 @@ from tests.harness import (
     set_params,
     sh,
     snakemake_plan,
-    tiny_project,
     write_params,
 )
 
@@ -394,27 +394,22 @@ class Project:
         return hashes(self.root, ALL_OUTPUTS)
 
 
-ENGINE = {"dvc": ("dvc", "repro"), "snakemake": SNAKEMAKE}
-
-
-def engine_project(tmp_path_factory, engine: str) -> Project:
-    root = tmp_path_factory.mktemp(engine)
-    archive = make_tiny_archive(root)
-    proj = Project(tiny_project(root / "proj", archive), archive[0])
-    sh(*ENGINE[engine], cwd=proj.root, env=proj.env())
+def engine_project(tmp_path_factory, finished_project, engine: str) -> Project:
+    root, archive = finished_project(engine, tmp_path_factory.mktemp(engine) / "proj")
+    proj = Project(root, archive[0])
     proj.good = proj.artifacts()
     assert set(proj.good) == set(ALL_OUTPUTS)
     return proj
 
 
 @pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory) -> Project:
-    return engine_project(tmp_path_factory, "dvc")
+def dvc_project(tmp_path_factory, finished_project) -> Project:
+    return engine_project(tmp_path_factory, finished_project, "dvc")
 
 
 @pytest.fixture(scope="module")
-def snakemake_project(tmp_path_factory) -> Project:
-    return engine_project(tmp_path_factory, "snakemake")
+def snakemake_project(tmp_path_factory, finished_project) -> Project:
+    return engine_project(tmp_path_factory, finished_project, "snakemake")
 
 
 def start_one_stage(proj: Project, engine: str, stage: str, env: dict, log: Path):
@@ -529,7 +524,7 @@ def test_a_killed_stage_is_redone_and_nothing_else_changes(engine, sig, stage, s
     assert (stage in plan) if isinstance(plan, set) else ("--rerun-incomplete" in plan), plan
 
     extra = ["--rerun-incomplete"] if isinstance(plan, str) else []
-    rerun = sh(*ENGINE[engine], *extra, cwd=proj.root, env=proj.env())
+    rerun = sh(*ENGINES[engine], *extra, cwd=proj.root, env=proj.env())
     if leftovers(proj.root):
         # A SIGKILLed stage's temporaries go when the stage next runs; DVC may instead have
         # restored its outputs from the run cache, without running it. So run it once more.
@@ -566,7 +561,7 @@ def test_a_second_run_stops_at_once_and_corrupts_nothing(first, second, dvc_proj
         victim.suspend()  # SIGSTOP: the first run is surely mid-stage while the second starts
         try:
             started = time.monotonic()
-            other = sh(*ENGINE[second], cwd=proj.root, env=proj.env(), check=False)
+            other = sh(*ENGINES[second], cwd=proj.root, env=proj.env(), check=False)
             waited = time.monotonic() - started
         finally:
             victim.resume()

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from mnist_basics.predict.prepare import prepare, read_picture
 from mnist_basics.registry import METHODS
 from tests.handwriting import digit as handwritten
 from tests.handwriting import render
-from tests.harness import make_tiny_tensors, run_stage, write_params
+from tests.harness import make_tiny_tensors, train_all, write_params
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {m: METHODS[m] for m in ("pixel_mean", "linear", "mlp")}  # the registry, no resnet18
@@ -42,15 +41,7 @@ def train(root: Path, names: tuple[str, ...]) -> Path:
                           linear={"epochs": 3, "batch_size": 16},
                           mlp={"epochs": 3, "batch_size": 16, "hidden": 8},
                           resnet18={"epochs": 1, "batch_size": 8})
-
-    def one(name: str):
-        return run_stage(name, under=root, tensors=tensors,
-                         params=None if name == "pixel_mean" else params)
-
-    with ThreadPoolExecutor(len(names)) as pool:
-        for name, r in zip(names, pool.map(one, names), strict=True):
-            assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
-    return root / "models"
+    return train_all(names, root, tensors, params)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ and as now.
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,7 @@ from mnist_basics.predict.prepare import (
     stroke_radius,
 )
 from tests.handwriting import digit, examples, pad_and_resize, render, sample
-
-TRAINED_ON_REAL_DATA = ("pixel_mean", "linear", "mlp")  # resnet18 takes minutes on a CPU
+from tests.harness import REAL_MODELS
 
 
 def centre_of_mass(x: np.ndarray) -> np.ndarray:
@@ -179,40 +177,16 @@ def test_the_readme_examples_are_handwritings_examples():
 
 
 # -- The real data ---------------------------------------------------------------------------
-def real_models(tmp_path_factory, tensors: Path) -> Path:
-    """pixel_mean, linear and mlp trained on the real data by their stages, default params;
-    once per session (kept in the session's tmp folder for every module that asks)."""
-    from tests.harness import run_stage, write_params
-
-    root = tmp_path_factory.getbasetemp() / "real-models"
-    done = root / "done"
-    if not done.exists():
-        root.mkdir(exist_ok=True)
-        params = write_params(root / "params.yaml", train={"device": "cpu"})
-
-        def train(name: str):
-            return run_stage(name, under=root, tensors=tensors,
-                             params=None if name == "pixel_mean" else params)
-
-        with ThreadPoolExecutor(len(TRAINED_ON_REAL_DATA)) as pool:
-            for name, r in zip(TRAINED_ON_REAL_DATA, pool.map(train, TRAINED_ON_REAL_DATA),
-                               strict=True):
-                assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
-        done.touch()
-    return root / "models"
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, real_tensors):
+def models(real_models):
     """name -> predictor (uint8 [N, 28, 28] numpy -> prob3 [N]) trained on the real data."""
     import torch
 
     from mnist_basics.predict.predict import load_model
 
-    folder = real_models(tmp_path_factory, real_tensors)
     out = {}
-    for name in TRAINED_ON_REAL_DATA:
-        model = load_model(name, folder)
+    for name in REAL_MODELS:
+        model = load_model(name, real_models)
 
         def predict(x: np.ndarray, model=model) -> np.ndarray:
             with torch.inference_mode():

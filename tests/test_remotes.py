@@ -40,13 +40,11 @@ SERVERS = {"ssh": sshd_server, "s3": s3_server}
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory) -> tuple[Path, dict]:
+def made(tmp_path_factory, finished_project) -> tuple[Path, dict]:
     """A tiny project after `dvc repro` of both dvc.yaml files, committed: what a user would
     push (the spread's runs are in git, its page too)."""
     root = tmp_path_factory.mktemp("remotes")
-    (root / "archive").mkdir()
-    archive = make_tiny_archive(root / "archive")
-    proj = tiny_project(root / "proj", archive)
+    proj, archive = finished_project("dvc", root / "proj")  # the chapter's dvc.yaml
     borrow_venv(proj)
     home = root / "home"  # nothing of the user's ~/.ssh or ~/.aws is read
     home.mkdir()
@@ -54,7 +52,7 @@ def made(tmp_path_factory) -> tuple[Path, dict]:
            if not k.startswith(("AWS_", "SSH_"))}
     env.update(HOME=str(home), DVC_SITE_CACHE_DIR=str(root / "dvc-site"), AWS_MAX_ATTEMPTS="1")
     set_params(proj, spread={"seeds": [0]}, sweep={"values": [0.1]})  # a spread of 5 jobs
-    sh("dvc", "repro", cwd=proj, env=env)
+    sh("dvc", "repro", cwd=proj, env=env)  # the chapter's page, which lists the spread's params
     sh("dvc", "repro", "spread/dvc.yaml", cwd=proj, env=env)
     git_commit(proj, "a run")
     return proj, env

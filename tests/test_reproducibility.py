@@ -1,7 +1,8 @@
 """Reproducibility: two clean runs give the same bytes, and a DVC remote gives them back.
 
-The tests run `dvc repro` in two copies of the project (see `tiny_project` in tests/harness.py)
-on one tiny archive, with few epochs. Run them with `pytest tests/test_reproducibility.py`.
+The tests compare two clean `dvc repro` runs of the project (see `tiny_project` in
+tests/harness.py) on one tiny archive, with few epochs. Run them with
+`pytest tests/test_reproducibility.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from mnist_basics.pipeline.definition import MNIST_STAGES, SPREAD, STAGES, WALL_CLOCK
-from tests.harness import dvc_changed, engine_env, make_tiny_archive, sh, tiny_project
+from tests.harness import dvc_changed, engine_env, sh, tiny_project
 
 # What may differ between two runs: wall-clock seconds, and the date the page was made.
 # Seconds live in the timing files and on the page alone (histories, metrics and
@@ -32,17 +33,14 @@ def locked_md5s(proj: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> tuple[Path, Path]:
-    """Two copies of the project, each run from scratch by `dvc repro`, on the same archive."""
+def two_runs(tmp_path_factory, finished_project) -> tuple[Path, Path]:
+    """Two copies of the project, each run from scratch by `dvc repro`, on the same archive:
+    the session's finished run (conftest.py), and one more here."""
     root = tmp_path_factory.mktemp("repro")
-    archive = make_tiny_archive(root)
-    env = engine_env(MNIST_SAMPLE_URL=str(archive[0]))
-    copies = []
-    for name in ("a", "b"):
-        proj = tiny_project(root / name, archive)
-        sh("dvc", "repro", cwd=proj, env=env)
-        copies.append(proj)
-    return copies[0], copies[1]
+    first, archive = finished_project("dvc", root / "a")
+    second = tiny_project(root / "b", archive)
+    sh("dvc", "repro", cwd=second, env=engine_env(MNIST_SAMPLE_URL=str(archive[0])))
+    return first, second
 
 
 @pytest.mark.slow

@@ -290,23 +290,3 @@ def test_stage_help():
     assert r.returncode == 0
     assert "sections train, resnet18" in r.stdout
     assert "--steps PATH" in r.stdout
-
-
-# -- The real data ---------------------------------------------------------------------------
-@pytest.mark.slow
-def test_the_book_accuracy_on_the_real_data(real_tensors, tmp_path):
-    """Default params on MNIST_SAMPLE: the book's resnet18 reaches 0.997 in one epoch."""
-    tensors = real_tensors
-    params = write_params(tmp_path / "params.yaml", train={"device": "cpu"})
-    out = tmp_path / "out"
-    r = run_stage("resnet18", under=out, params=params, tensors=tensors)
-    assert r.returncode == 0, r.stderr
-    metrics = json.loads((out / "metrics/resnet18.json").read_text())
-    # One epoch from scratch: the README gives the spread over seeds.
-    assert metrics["accuracy"] >= 0.995
-    assert min(metrics["accuracy_3"], metrics["accuracy_7"]) >= 0.99
-    steps = list(csv.DictReader((out / "metrics/resnet18_steps.csv").open()))
-    assert len(steps) == 12396 // 256
-    timing = json.loads((out / "metrics/resnet18_timing.json").read_text())
-    assert timing["images_per_second"] == pytest.approx(
-        len(steps) * 256 / timing["train_seconds"], rel=0.01)

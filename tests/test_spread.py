@@ -256,13 +256,14 @@ def unfinished_logs(proj: Path, env: dict, status: str) -> str:
 
 
 @pytest.mark.slow
-def test_dvc_queue_runs_a_two_by_two_grid(tiny):
+def test_dvc_queue_runs_a_two_by_two_grid(tiny, finished_project):
     """The README's route: `dvc exp run --queue -S ...`, `dvc queue start -j 2`, `dvc exp show`."""
-    root, archive, env = tiny
-    proj = tiny_project(root / "queue", archive)
-    set_params(proj, data={"url": f"file://{archive[0]}"})  # queued runs read params only
+    root, _, env = tiny
     # As the README has it, after `make run`: each experiment reruns only mlp and the page.
-    sh("dvc", "repro", cwd=proj, env=env)
+    proj, archive = finished_project("dvc", root / "queue")
+    env = {**env, "MNIST_SAMPLE_URL": str(archive[0])}
+    set_params(proj, data={"url": f"file://{archive[0]}"})  # queued runs read params only
+    sh("dvc", "repro", cwd=proj, env=env)  # the download again, which the new url reads
     sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "add", "-A", cwd=proj)
     sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "run",
        cwd=proj)

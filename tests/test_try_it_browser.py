@@ -4,7 +4,7 @@
 - drawn with the mouse, a 3 and a 7 are prepared, read by pixel_mean, linear and mlp in the
   page, and saved with the download button; `predict` on the saved PNG sees the same 28x28
   (within 2/255 per pixel) and gives the same probabilities (within 1e-3); linear and mlp
-  read both right. These models are trained on the real data (tests/test_prepare.py), so
+  read both right. These models are trained on the real data (conftest.py's real_models), so
   that test is slow too;
 - a model left out hides its part; the page logs no errors and asks for nothing.
 
@@ -33,7 +33,6 @@ from mnist_basics.pipeline.definition import checkpoint
 from mnist_basics.predict.prepare import NoDigit, prepare, read_picture
 from mnist_basics.report.try_it import context, embedded_bytes
 from tests.handwriting import digit, render, sample
-from tests.test_prepare import real_models
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -271,11 +270,6 @@ def test_a_missing_model_hides_its_part(tmp_path):
     assert bare["prepared"] is not None and bare["linear"] is None
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, real_tensors) -> Path:
-    return real_models(tmp_path_factory, real_tensors)
-
-
 def report_page(root: Path, models: Path, lang: str = "en") -> str:
     """The report itself, rendered from artifacts at `root` with these real checkpoints."""
     from tests.test_i18n import render_page
@@ -290,8 +284,9 @@ def report_page(root: Path, models: Path, lang: str = "en") -> str:
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.parametrize("lang", ["en", "et"])
-def test_draw_a_3_and_a_7_and_predict_agrees(models, tmp_path, capsys, lang):
+def test_draw_a_3_and_a_7_and_predict_agrees(real_models, tmp_path, capsys, lang):
     """In the report's own Try it section, in each of its languages."""
+    models = real_models
     from mnist_basics.__main__ import main
 
     saved = {}
