@@ -34,12 +34,10 @@ from tests.harness import (
     dvc_changed,
     engine_env,
     make_project,
-    make_tiny_archive,
     ran,
     set_params,
     sh,
     snakemake_plan,
-    tiny_project,
 )
 
 SPREAD_RUN = ("snakemake", "spread", *SNAKEMAKE[1:])  # the target before --resources' list
@@ -173,12 +171,10 @@ def md5s(proj: Path) -> dict[str, str]:
             for j in jobs for p in j.all_outputs}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spread")
-    archive = make_tiny_archive(root / "archive")
-    env = engine_env(MNIST_SAMPLE_URL=str(archive[0]))
-    return root, archive, env
+def finished(finished_project, engine: str, dest: Path) -> tuple[Path, Path, dict]:
+    """A copy of the session's finished chapter run (conftest.py) and its engines' env."""
+    proj, archive = finished_project(engine, dest)
+    return proj, archive, engine_env(MNIST_SAMPLE_URL=str(archive[0]))
 
 
 def as_rule(address: str) -> str:
@@ -189,13 +185,11 @@ def as_rule(address: str) -> str:
 
 
 @pytest.mark.slow
-def test_spread_under_both_engines_makes_the_same_files_and_one_state(tiny):
-    root, archive, env = tiny
-    proj = tiny_project(root / "both", archive)  # harness.FAST_PARAMS: 2 seeds, 2 values
-
-    # The chapter's run starts no spread job; `snakemake spread` runs every one.
-    assert not {r for r in ran(sh(*SNAKEMAKE, cwd=proj, env=env).stderr)
-                if r.startswith("spread")}
+def test_spread_under_both_engines_makes_the_same_files_and_one_state(finished_project, tmp_path):
+    # After the chapter's run (which starts no spread job: see above), `snakemake spread`
+    # runs every one. harness.FAST_PARAMS: 2 seeds, 2 values.
+    proj, _, env = finished(finished_project, "snakemake", tmp_path / "both")
+    assert snakemake_plan(proj, env) == set()
     start = time.monotonic()
     log = sh(*SPREAD_RUN, cwd=proj, env=env).stderr
     print(f"tiny spread, {len(spread_jobs(yaml.safe_load((proj / 'params.yaml').read_text())))} "
@@ -256,12 +250,10 @@ def unfinished_logs(proj: Path, env: dict, status: str) -> str:
 
 
 @pytest.mark.slow
-def test_dvc_queue_runs_a_two_by_two_grid(tiny, finished_project):
+def test_dvc_queue_runs_a_two_by_two_grid(finished_project, tmp_path):
     """The README's route: `dvc exp run --queue -S ...`, `dvc queue start -j 2`, `dvc exp show`."""
-    root, _, env = tiny
     # As the README has it, after `make run`: each experiment reruns only mlp and the page.
-    proj, archive = finished_project("dvc", root / "queue")
-    env = {**env, "MNIST_SAMPLE_URL": str(archive[0])}
+    proj, archive, env = finished(finished_project, "dvc", tmp_path / "queue")
     set_params(proj, data={"url": f"file://{archive[0]}"})  # queued runs read params only
     sh("dvc", "repro", cwd=proj, env=env)  # the download again, which the new url reads
     sh("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "add", "-A", cwd=proj)
@@ -272,7 +264,7 @@ def test_dvc_queue_runs_a_two_by_two_grid(tiny, finished_project):
     try:
         # The workers are daemons that inherit `start`'s stdout: capturing it would wait for
         # them all, past any deadline. The log file keeps what they say; status says the rest.
-        with (root / "queue-start.log").open("w") as log:
+        with (tmp_path / "queue-start.log").open("w") as log:
             subprocess.run(("dvc", "queue", "start", "-j", "2"), cwd=proj, check=True,
                            env={**env, "PYTHONPATH": str(proj)}, stdout=log, stderr=log,
                            timeout=120)
