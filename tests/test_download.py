@@ -3,7 +3,8 @@
 Every broken or hostile archive is built here with tarfile; the http cases run against a
 local http.server. Each failure must leave the previous output as it was and no temp file.
 The full MNIST (ten digits, mnist_png/) goes through the same checks with its own names; its
-tiny archive comes from tests/digits_archive.py.
+tiny archive comes from tests/digits_archive.py, and the real one's download is checked in
+tests/test_mnist_real.py.
 """
 
 from __future__ import annotations
@@ -393,10 +394,6 @@ def test_stage_fails_with_one_line(case, tiny, tmp_path, home):
 # -- The full MNIST: ten digits under mnist_png/, no labels file -------------------------------
 MNIST_DATA: Data = load(ROOT / "params.yaml", "mnist.data")["mnist.data"]
 DIGIT_DIRS = [f"{split}/{d}" for split in ("training", "testing") for d in range(10)]
-REAL_DIGIT_COUNTS = {
-    "training": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
-    "testing": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
-}
 
 
 @pytest.fixture
@@ -544,19 +541,3 @@ def test_hostile_digits_member_is_refused(digits, digits_out, monkeypatch, tmp_p
     outside = entry("other/x.png", b"x")
     monkeypatch.setenv("MNIST_URL", str(pack(tmp_path / "bad.tgz", [*kept, outside])))
     assert_digits_fail(data, digits_out, "unsafe member", "outside mnist_png/")
-
-
-@pytest.mark.slow
-def test_real_full_mnist_is_verified_by_its_content_digest(mnist_png_archive, tmp_path,
-                                                           monkeypatch):
-    archive = mnist_png_archive
-    monkeypatch.setenv("MNIST_URL", str(archive))
-    out = tmp_path / "mnist.tgz"
-    result = download(MNIST_DATA, out, layout=MNIST)
-    assert result.verified_by in ("md5", "content digest")
-    assert result.counts == {f"{split}/{d}": n for split, ns in REAL_DIGIT_COUNTS.items()
-                             for d, n in enumerate(ns)}
-    written = files_of(out.read_bytes(), "mnist_png")
-    assert digest_of_files(written) == MNIST_DATA.content_digest == (
-        "440aecd9ceb2cd44eac149611340e78472690a02053a621bc064406d89cd0985")
-    assert written == files_of(archive.read_bytes(), "mnist_png")

@@ -1,25 +1,34 @@
-"""The full MNIST's stages on the real mnist_png.tgz (slow): pixel_mean's figures exactly, the
-trained methods' targets, the page beside MNIST_SAMPLE's figures, and predict on its models.
+"""The full MNIST's stages on the real mnist_png.tgz (slow): the download's files verified, the
+stack as the chapter's PIL loop makes it, pixel_mean's figures exactly, the trained methods'
+targets, the page beside MNIST_SAMPLE's figures, and predict on its models.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from mnist_basics.artifacts import load_tensors
 from mnist_basics.pipeline.definition import MNIST_STAGES, metrics, report
-from tests.digits_archive import real_digits_archive
 from tests.harness import ROOT, run_stage, sh
+from tests.test_download import MNIST_DATA, digest_of_files, files_of
+from tests.test_stack import pil_decode
+
+COUNTS = {"training": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+          "testing": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]}
 
 
 # -- The real data ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def real(tmp_path_factory) -> Path:
+def real(tmp_path_factory, mnist_png_archive) -> Path:
     """The full MNIST's stages on the real archive, once: download to the page."""
     out = tmp_path_factory.mktemp("mnist-real")
-    env = {"MNIST_URL": str(real_digits_archive())}
+    env = {"MNIST_URL": str(mnist_png_archive)}
     for s in MNIST_STAGES:
         paths = {}
         if s.name == "report":  # beside the chapter's committed figures
@@ -34,6 +43,35 @@ def real(tmp_path_factory) -> Path:
 
 def real_metrics(out: Path, method: str) -> dict:
     return json.loads((out / metrics(method, "mnist")).read_text())
+
+
+@pytest.mark.slow
+def test_the_download_writes_the_real_files_verified_by_their_content_digest(
+        real, mnist_png_archive):
+    written = files_of((real / "data/mnist.tgz").read_bytes(), "mnist_png")
+    assert digest_of_files(written) == MNIST_DATA.content_digest == (
+        "440aecd9ceb2cd44eac149611340e78472690a02053a621bc064406d89cd0985")
+    assert written == files_of(mnist_png_archive.read_bytes(), "mnist_png")
+
+
+@pytest.mark.slow
+def test_the_stack_is_what_the_chapters_pil_loop_makes(real, mnist_png_archive):
+    counts = json.loads((real / "data/mnist_counts.json").read_text())
+    digits = [str(d) for d in range(10)]
+    assert counts == {split: dict(zip(digits, ns, strict=True)) for split, ns in COUNTS.items()}
+    t = load_tensors(real / "data/mnist.safetensors")
+    assert {k: (tuple(v.shape), str(v.dtype)) for k, v in t.items()} == {
+        "train_x": ((60000, 28, 28), "torch.uint8"), "train_y": ((60000,), "torch.uint8"),
+        "valid_x": ((10000, 28, 28), "torch.uint8"), "valid_y": ((10000,), "torch.uint8")}
+    with tarfile.open(mnist_png_archive) as tf:
+        pngs = {m.name: tf.extractfile(m).read() for m in tf if m.name.endswith(".png")}
+    for key, split in [("train", "training"), ("valid", "testing")]:
+        assert t[f"{key}_y"].tolist() == [d for d, n in enumerate(COUNTS[split]) for _ in range(n)]
+        # The chapter's loop: each digit's PNGs, sorted by name, opened by PIL.
+        files = sorted((n for n in pngs if n.startswith(f"mnist_png/{split}/")),
+                       key=lambda n: (n.split("/")[2], n.rsplit("/", 1)[1]))
+        pixels = [pil_decode(io.BytesIO(pngs[n])) for n in files]
+        np.testing.assert_array_equal(t[f"{key}_x"].numpy(), np.stack(pixels))
 
 
 @pytest.mark.slow

@@ -119,7 +119,9 @@ class Run:
 
 def project(root: Path, archive, cluster: SlurmCluster | None = None) -> tuple[Path, dict]:
     """A tiny project at root/proj and the environment its engines run in, probe first."""
-    proj = tiny_project(root / "proj", archive)
+    # A spread of 5 jobs: one seed and one sweep value, each kind of job once.
+    proj = tiny_project(root / "proj", archive,
+                        params={"spread": {"seeds": [0]}, "sweep": {"values": [0.1]}})
     probe = root / "probe"
     probe.mkdir()
     (probe / "python").write_text(PROBE)

@@ -3,8 +3,9 @@ naming the bad file.
 
 Broken PNGs are built here in a small tree of valid 28x28 grayscale images, packed into a .tgz
 as the download stage leaves it; the real archive checks the whole stage against the chapter's
-plain PIL loop. The full MNIST (ten digits, mnist_png/) is stacked from the tiny archive of
-tests/digits_archive.py, and from the real one, after the download stage has vetted each.
+plain PIL loop. The full MNIST (ten digits, mnist_png/) is stacked here from the tiny archive
+of tests/digits_archive.py, after the download stage has vetted it; the real one's stack is
+checked against the PIL loop in tests/test_mnist_real.py, which runs its stages anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from PIL import Image
 
 from mnist_basics import PipelineError
-from mnist_basics.artifacts import load_tensors, save_tensors
+from mnist_basics.artifacts import load_tensors
 from mnist_basics.data.download import canonical_archive, download
 from mnist_basics.data.stack import class_dir, decode_png, decode_pngs, png_members, stack
 from mnist_basics.params import load
@@ -432,28 +433,3 @@ def test_stack_refuses_an_archive_of_the_other_layout(tmp_path, digits):
                               "rerun the download stage")
     with pytest.raises(PipelineError, match="no PNG files in mnist_sample/train/3/"):
         stack(archive)
-
-
-@pytest.mark.slow
-def test_real_full_mnist_downloads_and_stacks_as_the_chapters_pil_loop(
-        mnist_png_archive, tmp_path, monkeypatch):
-    archive = downloaded(mnist_png_archive, tmp_path, monkeypatch)
-    tensors, counts = stack(archive, MNIST)
-    expected = {"training": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
-                "testing": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]}
-    assert counts == {split: dict(zip(DIGITS, ns, strict=True)) for split, ns in expected.items()}
-    save_tensors(tmp_path / "mnist.safetensors", tensors)  # as the stage writes them
-    t = load_tensors(tmp_path / "mnist.safetensors")
-    assert {k: (tuple(v.shape), str(v.dtype)) for k, v in t.items()} == {
-        "train_x": ((60000, 28, 28), "torch.uint8"), "train_y": ((60000,), "torch.uint8"),
-        "valid_x": ((10000, 28, 28), "torch.uint8"), "valid_y": ((10000,), "torch.uint8")}
-    with tarfile.open(mnist_png_archive) as tf:
-        pngs = {m.name: tf.extractfile(m).read() for m in tf if m.name.endswith(".png")}
-    for key, split in [("train", "training"), ("valid", "testing")]:
-        y = tensors[f"{key}_y"]
-        assert y.tolist() == [d for d, n in enumerate(expected[split]) for _ in range(n)]
-        # The chapter's loop: each digit's PNGs, sorted by name, opened by PIL.
-        files = sorted((n for n in pngs if n.startswith(f"mnist_png/{split}/")),
-                       key=lambda n: (n.split("/")[2], n.rsplit("/", 1)[1]))
-        pixels = [pil_decode(io.BytesIO(pngs[n])) for n in files]
-        np.testing.assert_array_equal(tensors[f"{key}_x"], np.stack(pixels))
