@@ -71,7 +71,6 @@ def once(shared: Path, name: str, make) -> Path:
     return folder
 
 
-
 @pytest.fixture(scope="session")
 def finished_project(shared_tmp):
     """`finished_project(engine, dest)`: a tiny project (harness.tiny_project) that `engine`

@@ -36,6 +36,7 @@ def test_edits_to_the_definition_rerun_only_what_they_change(engine, finished_pr
     its dependants: under either engine, and the other agrees."""
     project, archive = finished_project(engine, tmp_path / "proj")  # `engine` ran it all
     monkeypatch.setenv("MNIST_SAMPLE_URL", str(archive[0]))
+
     def run() -> set[str]:
         if engine == "snakemake":
             r = sh(*SNAKEMAKE, cwd=project)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def real(tmp_path_factory, mnist_png_archive) -> Path:
         r = run_stage(s.name, dataset="mnist", under=out, params=params, threads=None,
                       env=env, timeout=900, **paths)
         assert r.returncode == 0, f"{s.address}:\n{r.stderr[-3000:]}"
+        (out / f"{s.name}.log").write_text(r.stderr)  # what the stage said
     return out
 
 
@@ -48,6 +50,9 @@ def real_metrics(out: Path, method: str) -> dict:
 @pytest.mark.slow
 def test_the_download_writes_the_real_files_verified_by_their_content_digest(
         real, mnist_png_archive):
+    counts = ", ".join(f"{split}/{d} {n}" for split, ns in COUNTS.items() for d, n in enumerate(ns))
+    assert re.search(rf"\({re.escape(counts)}; verified by (md5|content digest)\)$",
+                     (real / "download.log").read_text(), re.M)
     written = files_of((real / "data/mnist.tgz").read_bytes(), "mnist_png")
     assert digest_of_files(written) == MNIST_DATA.content_digest == (
         "440aecd9ceb2cd44eac149611340e78472690a02053a621bc064406d89cd0985")
