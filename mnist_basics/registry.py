@@ -72,16 +72,19 @@ TRAINED = tuple(name for name, m in METHODS.items() if m.trains)
 ROWS: dict[str, Row] = {r.key: r for m in METHODS.values() for r in m.rows}
 METHOD_OF_ROW = {r.key: m.name for m in METHODS.values() for r in m.rows}
 
-# A method stage's flags: DVC-cached outputs, the metrics and the per-epoch plots kept in git.
+# A method stage's flags: DVC-cached outputs; kept in git, the metrics (the same few keys for
+# every method and dataset, so `dvc metrics show` reads as one table), the per-epoch plots,
+# and each class's accuracy (one key per class: the pages read it, DVC's tables don't).
 OUTPUTS = ("checkpoint", "model_card", "predictions", "timing")
 METRICS = ("metrics",)
 PLOTS = ("history",)
+KEPT = ("classes",)
 WALL_CLOCK_FLAG = "timing"  # the one output two identical runs write differently
 
 
 def flags(method: str) -> tuple[str, ...]:
     """Every file flag of a method's stage, in the order its command lists them."""
-    return (*OUTPUTS, *METRICS, *PLOTS, *METHODS[method].extra_plots)
+    return (*OUTPUTS, *METRICS, *PLOTS, *METHODS[method].extra_plots, *KEPT)
 
 
 def spread_name(method: str, seed: object) -> str:

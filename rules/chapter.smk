@@ -84,8 +84,8 @@ rule sgd_example:
     shell:
         "python stages/sgd_example.py"
         " --tensors data/sgd_example.safetensors"
-        " --metrics metrics/sgd_example.json"
         " --steps metrics/sgd_example.csv"
+        " --metrics metrics/sgd_example.json"
         " > {log} 2>&1"
 
 
@@ -111,6 +111,7 @@ rule pixel_mean:
         "models/pixel_mean.json",
         "models/pixel_mean_valid.safetensors",
         "metrics/pixel_mean_timing.json",
+        "metrics/pixel_mean_classes.json",
         "metrics/pixel_mean.json",
         report("metrics/pixel_mean_history.csv", caption="../reports/captions/history.rst", category="3. Training history", subcategory="pixel_mean"),
     log: "logs/pixel_mean.log"
@@ -126,6 +127,7 @@ rule pixel_mean:
         " --timing metrics/pixel_mean_timing.json"
         " --metrics metrics/pixel_mean.json"
         " --history metrics/pixel_mean_history.csv"
+        " --classes metrics/pixel_mean_classes.json"
         " > {log} 2>&1"
 
 
@@ -151,6 +153,7 @@ rule linear:
         "models/linear.json",
         "models/linear_valid.safetensors",
         "metrics/linear_timing.json",
+        "metrics/linear_classes.json",
         "metrics/linear.json",
         report("metrics/linear_history.csv", caption="../reports/captions/history.rst", category="3. Training history", subcategory="linear"),
     log: "logs/linear.log"
@@ -166,6 +169,7 @@ rule linear:
         " --timing metrics/linear_timing.json"
         " --metrics metrics/linear.json"
         " --history metrics/linear_history.csv"
+        " --classes metrics/linear_classes.json"
         " > {log} 2>&1"
 
 
@@ -191,6 +195,7 @@ rule mlp:
         "models/mlp.json",
         "models/mlp_valid.safetensors",
         "metrics/mlp_timing.json",
+        "metrics/mlp_classes.json",
         "metrics/mlp.json",
         report("metrics/mlp_history.csv", caption="../reports/captions/history.rst", category="3. Training history", subcategory="mlp"),
     log: "logs/mlp.log"
@@ -206,6 +211,7 @@ rule mlp:
         " --timing metrics/mlp_timing.json"
         " --metrics metrics/mlp.json"
         " --history metrics/mlp_history.csv"
+        " --classes metrics/mlp_classes.json"
         " > {log} 2>&1"
 
 
@@ -232,6 +238,7 @@ rule resnet18:
         "models/resnet18.json",
         "models/resnet18_valid.safetensors",
         "metrics/resnet18_timing.json",
+        "metrics/resnet18_classes.json",
         "metrics/resnet18.json",
         report("metrics/resnet18_history.csv", caption="../reports/captions/history.rst", category="3. Training history", subcategory="resnet18"),
         report("metrics/resnet18_steps.csv", caption="../reports/captions/steps.rst", category="3. Training history", subcategory="resnet18"),
@@ -249,6 +256,7 @@ rule resnet18:
         " --metrics metrics/resnet18.json"
         " --history metrics/resnet18_history.csv"
         " --steps metrics/resnet18_steps.csv"
+        " --classes metrics/resnet18_classes.json"
         " > {log} 2>&1"
 
 
@@ -279,8 +287,8 @@ rule nn_linear:
     shell:
         "python stages/nn_linear.py"
         " --tensors data/mnist_sample.safetensors"
-        " --metrics metrics/nn_linear.json"
         " --history metrics/nn_linear_history.csv"
+        " --metrics metrics/nn_linear.json"
         " > {log} 2>&1"
 
 
@@ -311,35 +319,35 @@ rule report:
         "data/mnist_sample.safetensors",
         "data/counts.json",
         "data/sgd_example.safetensors",
-        "metrics/sgd_example.json",
         "metrics/sgd_example.csv",
+        "metrics/sgd_example.json",
         "models/pixel_mean.safetensors",
         "models/pixel_mean.json",
         "models/pixel_mean_valid.safetensors",
-        "metrics/pixel_mean_timing.json",
         "metrics/pixel_mean.json",
         "metrics/pixel_mean_history.csv",
+        "metrics/pixel_mean_classes.json",
         "models/linear.safetensors",
         "models/linear.json",
         "models/linear_valid.safetensors",
-        "metrics/linear_timing.json",
         "metrics/linear.json",
         "metrics/linear_history.csv",
+        "metrics/linear_classes.json",
         "models/mlp.safetensors",
         "models/mlp.json",
         "models/mlp_valid.safetensors",
-        "metrics/mlp_timing.json",
         "metrics/mlp.json",
         "metrics/mlp_history.csv",
+        "metrics/mlp_classes.json",
         "models/resnet18.safetensors",
         "models/resnet18.json",
         "models/resnet18_valid.safetensors",
-        "metrics/resnet18_timing.json",
         "metrics/resnet18.json",
         "metrics/resnet18_history.csv",
         "metrics/resnet18_steps.csv",
-        "metrics/nn_linear.json",
+        "metrics/resnet18_classes.json",
         "metrics/nn_linear_history.csv",
+        "metrics/nn_linear.json",
         params_yaml("report"),
     output:
         report("reports/index.html", caption="../reports/captions/report.rst", category="1. Report"),
@@ -354,35 +362,39 @@ rule report:
         " --input stack.tensors=data/mnist_sample.safetensors"
         " --input stack.counts=data/counts.json"
         " --input sgd_example.tensors=data/sgd_example.safetensors"
-        " --input sgd_example.metrics=metrics/sgd_example.json"
         " --input sgd_example.steps=metrics/sgd_example.csv"
+        " --input sgd_example.metrics=metrics/sgd_example.json"
         " --input pixel_mean.checkpoint=models/pixel_mean.safetensors"
         " --input pixel_mean.model_card=models/pixel_mean.json"
         " --input pixel_mean.predictions=models/pixel_mean_valid.safetensors"
-        " --input pixel_mean.timing=metrics/pixel_mean_timing.json"
         " --input pixel_mean.metrics=metrics/pixel_mean.json"
         " --input pixel_mean.history=metrics/pixel_mean_history.csv"
+        " --input pixel_mean.classes=metrics/pixel_mean_classes.json"
         " --input linear.checkpoint=models/linear.safetensors"
         " --input linear.model_card=models/linear.json"
         " --input linear.predictions=models/linear_valid.safetensors"
-        " --input linear.timing=metrics/linear_timing.json"
         " --input linear.metrics=metrics/linear.json"
         " --input linear.history=metrics/linear_history.csv"
+        " --input linear.classes=metrics/linear_classes.json"
         " --input mlp.checkpoint=models/mlp.safetensors"
         " --input mlp.model_card=models/mlp.json"
         " --input mlp.predictions=models/mlp_valid.safetensors"
-        " --input mlp.timing=metrics/mlp_timing.json"
         " --input mlp.metrics=metrics/mlp.json"
         " --input mlp.history=metrics/mlp_history.csv"
+        " --input mlp.classes=metrics/mlp_classes.json"
         " --input resnet18.checkpoint=models/resnet18.safetensors"
         " --input resnet18.model_card=models/resnet18.json"
         " --input resnet18.predictions=models/resnet18_valid.safetensors"
-        " --input resnet18.timing=metrics/resnet18_timing.json"
         " --input resnet18.metrics=metrics/resnet18.json"
         " --input resnet18.history=metrics/resnet18_history.csv"
         " --input resnet18.steps=metrics/resnet18_steps.csv"
-        " --input nn_linear.metrics=metrics/nn_linear.json"
+        " --input resnet18.classes=metrics/resnet18_classes.json"
         " --input nn_linear.history=metrics/nn_linear_history.csv"
+        " --input nn_linear.metrics=metrics/nn_linear.json"
+        " --input pixel_mean.timing=metrics/pixel_mean_timing.json"
+        " --input linear.timing=metrics/linear_timing.json"
+        " --input mlp.timing=metrics/mlp_timing.json"
+        " --input resnet18.timing=metrics/resnet18_timing.json"
         " --out reports/index.html"
         " --accuracy-csv reports/accuracy.csv"
         " > {log} 2>&1"

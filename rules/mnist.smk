@@ -78,6 +78,7 @@ rule mnist_pixel_mean:
         "models/mnist/pixel_mean.json",
         "models/mnist/pixel_mean_valid.safetensors",
         "metrics/mnist/pixel_mean_timing.json",
+        "metrics/mnist/pixel_mean_classes.json",
         "metrics/mnist/pixel_mean.json",
         "metrics/mnist/pixel_mean_history.csv",
     log: "logs/mnist_pixel_mean.log"
@@ -93,6 +94,7 @@ rule mnist_pixel_mean:
         " --timing metrics/mnist/pixel_mean_timing.json"
         " --metrics metrics/mnist/pixel_mean.json"
         " --history metrics/mnist/pixel_mean_history.csv"
+        " --classes metrics/mnist/pixel_mean_classes.json"
         " > {log} 2>&1"
 
 
@@ -118,6 +120,7 @@ rule mnist_linear:
         "models/mnist/linear.json",
         "models/mnist/linear_valid.safetensors",
         "metrics/mnist/linear_timing.json",
+        "metrics/mnist/linear_classes.json",
         "metrics/mnist/linear.json",
         "metrics/mnist/linear_history.csv",
     log: "logs/mnist_linear.log"
@@ -133,6 +136,7 @@ rule mnist_linear:
         " --timing metrics/mnist/linear_timing.json"
         " --metrics metrics/mnist/linear.json"
         " --history metrics/mnist/linear_history.csv"
+        " --classes metrics/mnist/linear_classes.json"
         " > {log} 2>&1"
 
 
@@ -158,6 +162,7 @@ rule mnist_mlp:
         "models/mnist/mlp.json",
         "models/mnist/mlp_valid.safetensors",
         "metrics/mnist/mlp_timing.json",
+        "metrics/mnist/mlp_classes.json",
         "metrics/mnist/mlp.json",
         "metrics/mnist/mlp_history.csv",
     log: "logs/mnist_mlp.log"
@@ -173,6 +178,7 @@ rule mnist_mlp:
         " --timing metrics/mnist/mlp_timing.json"
         " --metrics metrics/mnist/mlp.json"
         " --history metrics/mnist/mlp_history.csv"
+        " --classes metrics/mnist/mlp_classes.json"
         " > {log} 2>&1"
 
 
@@ -199,6 +205,7 @@ rule mnist_resnet18:
         "models/mnist/resnet18.json",
         "models/mnist/resnet18_valid.safetensors",
         "metrics/mnist/resnet18_timing.json",
+        "metrics/mnist/resnet18_classes.json",
         "metrics/mnist/resnet18.json",
         "metrics/mnist/resnet18_history.csv",
         "metrics/mnist/resnet18_steps.csv",
@@ -216,6 +223,7 @@ rule mnist_resnet18:
         " --metrics metrics/mnist/resnet18.json"
         " --history metrics/mnist/resnet18_history.csv"
         " --steps metrics/mnist/resnet18_steps.csv"
+        " --classes metrics/mnist/resnet18_classes.json"
         " > {log} 2>&1"
 
 
@@ -244,28 +252,28 @@ rule mnist_report:
         "models/mnist/pixel_mean.safetensors",
         "models/mnist/pixel_mean.json",
         "models/mnist/pixel_mean_valid.safetensors",
-        "metrics/mnist/pixel_mean_timing.json",
         "metrics/mnist/pixel_mean.json",
         "metrics/mnist/pixel_mean_history.csv",
+        "metrics/mnist/pixel_mean_classes.json",
         "models/mnist/linear.safetensors",
         "models/mnist/linear.json",
         "models/mnist/linear_valid.safetensors",
-        "metrics/mnist/linear_timing.json",
         "metrics/mnist/linear.json",
         "metrics/mnist/linear_history.csv",
+        "metrics/mnist/linear_classes.json",
         "models/mnist/mlp.safetensors",
         "models/mnist/mlp.json",
         "models/mnist/mlp_valid.safetensors",
-        "metrics/mnist/mlp_timing.json",
         "metrics/mnist/mlp.json",
         "metrics/mnist/mlp_history.csv",
+        "metrics/mnist/mlp_classes.json",
         "models/mnist/resnet18.safetensors",
         "models/mnist/resnet18.json",
         "models/mnist/resnet18_valid.safetensors",
-        "metrics/mnist/resnet18_timing.json",
         "metrics/mnist/resnet18.json",
         "metrics/mnist/resnet18_history.csv",
         "metrics/mnist/resnet18_steps.csv",
+        "metrics/mnist/resnet18_classes.json",
         "metrics/pixel_mean.json",
         "metrics/linear.json",
         "metrics/mlp.json",
@@ -285,32 +293,36 @@ rule mnist_report:
         " --input pixel_mean.checkpoint=models/mnist/pixel_mean.safetensors"
         " --input pixel_mean.model_card=models/mnist/pixel_mean.json"
         " --input pixel_mean.predictions=models/mnist/pixel_mean_valid.safetensors"
-        " --input pixel_mean.timing=metrics/mnist/pixel_mean_timing.json"
         " --input pixel_mean.metrics=metrics/mnist/pixel_mean.json"
         " --input pixel_mean.history=metrics/mnist/pixel_mean_history.csv"
+        " --input pixel_mean.classes=metrics/mnist/pixel_mean_classes.json"
         " --input linear.checkpoint=models/mnist/linear.safetensors"
         " --input linear.model_card=models/mnist/linear.json"
         " --input linear.predictions=models/mnist/linear_valid.safetensors"
-        " --input linear.timing=metrics/mnist/linear_timing.json"
         " --input linear.metrics=metrics/mnist/linear.json"
         " --input linear.history=metrics/mnist/linear_history.csv"
+        " --input linear.classes=metrics/mnist/linear_classes.json"
         " --input mlp.checkpoint=models/mnist/mlp.safetensors"
         " --input mlp.model_card=models/mnist/mlp.json"
         " --input mlp.predictions=models/mnist/mlp_valid.safetensors"
-        " --input mlp.timing=metrics/mnist/mlp_timing.json"
         " --input mlp.metrics=metrics/mnist/mlp.json"
         " --input mlp.history=metrics/mnist/mlp_history.csv"
+        " --input mlp.classes=metrics/mnist/mlp_classes.json"
         " --input resnet18.checkpoint=models/mnist/resnet18.safetensors"
         " --input resnet18.model_card=models/mnist/resnet18.json"
         " --input resnet18.predictions=models/mnist/resnet18_valid.safetensors"
-        " --input resnet18.timing=metrics/mnist/resnet18_timing.json"
         " --input resnet18.metrics=metrics/mnist/resnet18.json"
         " --input resnet18.history=metrics/mnist/resnet18_history.csv"
         " --input resnet18.steps=metrics/mnist/resnet18_steps.csv"
+        " --input resnet18.classes=metrics/mnist/resnet18_classes.json"
         " --input sample_pixel_mean.metrics=metrics/pixel_mean.json"
         " --input sample_linear.metrics=metrics/linear.json"
         " --input sample_mlp.metrics=metrics/mlp.json"
         " --input sample_resnet18.metrics=metrics/resnet18.json"
+        " --input pixel_mean.timing=metrics/mnist/pixel_mean_timing.json"
+        " --input linear.timing=metrics/mnist/linear_timing.json"
+        " --input mlp.timing=metrics/mnist/mlp_timing.json"
+        " --input resnet18.timing=metrics/mnist/resnet18_timing.json"
         " --out reports/mnist.html"
         " --accuracy-csv reports/mnist_accuracy.csv"
         " > {log} 2>&1"

@@ -168,10 +168,10 @@ rule spread_report:
         "metrics/resnet18.json",
         params_yaml("spread/dvc.yaml:report"),
     output:
-        "metrics/spread.json",
         report("reports/spread.html", caption="../reports/captions/spread.rst", category="4. Seed spread"),
         report("reports/spread.csv", caption="../reports/captions/spread_csv.rst", category="4. Seed spread"),
         report("reports/sweep.csv", caption="../reports/captions/spread_csv.rst", category="4. Seed spread"),
+        "metrics/spread.json",
     log: "logs/spread_report.log"
     threads: 1
     resources: gpu=0
@@ -183,10 +183,10 @@ rule spread_report:
         " --input linear.metrics=metrics/linear.json"
         " --input mlp.metrics=metrics/mlp.json"
         " --input resnet18.metrics=metrics/resnet18.json"
-        " --metrics metrics/spread.json"
         " --out reports/spread.html"
         " --csv reports/spread.csv"
         " --sweep-csv reports/sweep.csv"
+        " --metrics metrics/spread.json"
         " > {log} 2>&1"
 
 

@@ -24,7 +24,7 @@ VARIANTS = {"basic_optim": BasicOptim, "torch_sgd": torch_sgd}
 
 def main() -> None:
     args = cli.parser("stages/nn_linear.py", __doc__, params=("train", "linear"),
-                      inputs=["tensors"], metrics=["metrics"], plots=["history"]).parse_args()
+                      inputs=["tensors"], plots=["history"], kept=["metrics"]).parse_args()
     params = load(args.params, "train", "linear")
     train, p = params["train"], params["linear"]
     device = setup(train.seed, train.device, "nn_linear")

@@ -20,7 +20,7 @@ from mnist_basics.pipeline import cli
 
 def main() -> None:
     args = cli.parser("stages/sgd_example.py", __doc__, params=("sgd_example",),
-                      outputs=["tensors"], metrics=["metrics"], plots=["steps"]).parse_args()
+                      outputs=["tensors"], plots=["steps"], kept=["metrics"]).parse_args()
     p = load(args.params, "sgd_example")["sgd_example"]
     torch.set_num_threads(cpu_threads("sgd_example"))
     run = sgd_example(p.seed, p.lr, p.steps)

@@ -58,7 +58,7 @@ def main() -> None:
                   overrides={"train": {"seed": args.seed}, args.method: changed})
     result = trainer(args.method)(params, args.tensors)
     write_json(args.out, {"method": args.method, "seed": args.seed, "set": changed,
-                          **result.metrics})
+                          **result.metrics, **result.classes})
 
 
 if __name__ == "__main__":

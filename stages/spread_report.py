@@ -16,7 +16,7 @@ from mnist_basics.report import spread
 def main() -> None:
     ap = cli.parser("stages/spread_report.py", __doc__, params=SPREAD_SECTIONS,
                     inputs=["spread_runs", "sweep_runs"],
-                    kept=["out", "csv", "sweep_csv"], metrics=["metrics"])
+                    kept=["out", "csv", "sweep_csv", "metrics"])
     cli.named_paths(ap)  # the chapter's own run of each method: --input mlp.metrics=PATH
     args = ap.parse_args()
     files = cli.by_stage(args.input)

@@ -166,6 +166,15 @@ def updated(values: dict, updates: dict) -> dict:
     return out
 
 
+def write_results(metrics: Path, classes: Path, results: dict) -> None:
+    """A method's results as its stage splits them: the accuracy and losses in its metrics,
+    each class's accuracy (`accuracy_3`, `rmse_accuracy_3`) beside them."""
+    from mnist_basics.artifacts import write_json
+
+    write_json(metrics, {k: v for k, v in sorted(results.items()) if "accuracy_" not in k})
+    write_json(classes, {k: v for k, v in sorted(results.items()) if "accuracy_" in k})
+
+
 def write_params(path: Path, **sections: dict) -> Path:
     """The project's params.yaml with some values replaced: write_params(p, mlp={"epochs": 2})."""
     values = updated(yaml.safe_load((ROOT / "params.yaml").read_text()), sections)
@@ -238,17 +247,19 @@ def git_commit(proj: Path, message: str = "copy") -> None:
     sh(*git, "commit", "-qm", message, cwd=proj)
 
 
-def make_project(dest: Path, *, params: dict | None = None, lock: bool = False) -> Path:
+def make_project(dest: Path, *, params: dict | None = None, lock: bool = False,
+                 clone: bool = False) -> Path:
     """Copy this project's tracked and new files into a fresh git repo at `dest`.
 
     No outputs, and no dvc.lock files unless `lock` (the committed record of the real data's
-    runs).
+    runs); with `clone`, every file as a git clone has it, those too and the outputs kept in
+    git.
     params.yaml is updated with `params`, such as the md5 of a tiny archive to accept.
     """
     files = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout
     for rel in filter(None, files.split("\0")):
-        skip = rel.split("/")[0] in OUTPUT_DIRS or (rel in GENERATED and not
-                                                    (lock and rel in LOCKS))
+        skip = not clone and (rel.split("/")[0] in OUTPUT_DIRS or (
+            rel in GENERATED and not (lock and rel in LOCKS)))
         if skip or not (ROOT / rel).is_file():
             continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from mnist_basics.report.digits import (
 )
 from mnist_basics.report.page import Inputs
 from mnist_basics.report.page import confusion as confusion_of
-from tests.harness import ROOT
+from tests.harness import ROOT, write_results
 from tests.test_i18n import PageText, assert_no_english, numbers
 
 DATASET = digits_report.DATASET
@@ -111,7 +111,7 @@ def write_inputs(root: Path, seed: int = 0) -> Inputs:
     stage: real nearest-mean answers for the pixel mean, chosen ones for the trained models."""
     rng = np.random.default_rng(seed)
     stage = pipeline.BY_DATASET[DATASET]["report"]
-    paths = {key: root / path for key, path in stage.inputs.items()}
+    paths = {key: root / path for key, path in stage.reads.items()}
     tx, ty = draw_digits(PER_DIGIT["train"], rng)
     vx, vy = draw_digits(PER_DIGIT["valid"], rng)
     save_tensors(paths["stack.tensors"],
@@ -130,8 +130,8 @@ def write_inputs(root: Path, seed: int = 0) -> Inputs:
     save_tensors(paths["pixel_mean.predictions"], {
         "pred": pred.astype(np.int64), "pred_rmse": pred_rmse.astype(np.int64),
         "dist_l1": dist_l1, "dist_rmse": dist_rmse})
-    write_json(paths["pixel_mean.metrics"], {**_accuracies(pred, vy),
-                                             **_accuracies(pred_rmse, vy, "rmse_")})
+    write_results(paths["pixel_mean.metrics"], paths["pixel_mean.classes"],
+                  {**_accuracies(pred, vy), **_accuracies(pred_rmse, vy, "rmse_")})
     write_csv(paths["pixel_mean.history"], [
         {"epoch": 1, "train_loss": "", "valid_loss": "",
          "valid_accuracy": round(float((pred == vy).mean()), 6)}])
@@ -145,9 +145,10 @@ def write_inputs(root: Path, seed: int = 0) -> Inputs:
                                                  "probs": _softmax(logits)})
         epochs = {"linear": 3, "mlp": 4, "resnet18": 1}[m]
         acc = float((ans == vy).mean())
-        write_json(paths[f"{m}.metrics"], {**_accuracies(ans, vy), "epochs": epochs,
-                                           "train_loss": round(0.3 - 0.1 * i, 6),
-                                           "valid_loss": round(0.35 - 0.1 * i, 6)})
+        write_results(paths[f"{m}.metrics"], paths[f"{m}.classes"],
+                      {**_accuracies(ans, vy), "epochs": epochs,
+                       "train_loss": round(0.3 - 0.1 * i, 6),
+                       "valid_loss": round(0.35 - 0.1 * i, 6)})
         write_csv(paths[f"{m}.history"], _history(epochs, round(acc, 6)))
     save_tensors(paths["linear.checkpoint"], {
         "weights": rng.normal(0, 0.01, (784, 10)).astype(np.float32),
@@ -274,7 +275,8 @@ def test_accuracy_table_and_csv_hold_the_metrics_and_the_targets(run, pages, tmp
     rows = accuracy_rows(run)
     assert [r["method"] for r in rows] == ["pixel mean (L1)", "pixel mean (RMSE)", "linear",
                                            "mlp", "resnet18"]
-    metrics = json.loads(run.files["linear"]["metrics"].read_text())
+    metrics = {**json.loads(run.files["linear"]["metrics"].read_text()),
+               **json.loads(run.files["linear"]["classes"].read_text())}
     linear = rows[2]
     assert linear["accuracy"] == metrics["accuracy"]
     assert [linear[f"accuracy_{d}"] for d in DIGITS] == [metrics[f"accuracy_{d}"] for d in DIGITS]
@@ -316,7 +318,7 @@ def test_the_inputs_are_the_report_stages_flags():
     """The stage passes each of its inputs (`--input mlp.checkpoint=PATH`), exactly what the
     page reads, and the page's hints name the stages as the engines do."""
     stage = pipeline.BY_DATASET[DATASET]["report"]
-    assert set(stage.inputs) == {f"{s}.{flag}" for s, flags in READS.items() for flag in flags}
+    assert set(stage.reads) == {f"{s}.{flag}" for s, flags in READS.items() for flag in flags}
     mlp, stack = (pipeline.BY_DATASET[DATASET][s] for s in ("mlp", "stack"))
     assert stage_of("mlp.metrics") == f"dvc repro {mlp.address}, or snakemake {mlp.rule}"
     assert stage_of("stack.counts") == f"dvc repro {stack.address}, or snakemake {stack.rule}"

@@ -127,8 +127,9 @@ def test_stage_end_to_end_and_byte_identical(name, tiny_tensors, tmp_path):
     assert "epoch 3/3: train_loss" in r.stderr  # one log line per epoch
 
     metrics = json.loads((a / f"metrics/{name}.json").read_text())
-    assert set(metrics) == {"accuracy", "accuracy_3", "accuracy_7", "train_loss", "valid_loss",
-                            "epochs"}
+    assert list(metrics) == ["accuracy", "epochs", "train_loss", "valid_loss"]
+    per_class = json.loads((a / f"metrics/{name}_classes.json").read_text())
+    assert list(per_class) == ["accuracy_3", "accuracy_7"]
     assert metrics["epochs"] == 3
 
     rows = list(csv.DictReader((a / f"metrics/{name}_history.csv").open()))

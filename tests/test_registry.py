@@ -131,7 +131,7 @@ print(json.dumps({
     "stages": list(chapter),
     "knn_code": chapter["knn"].code,
     "wide_params": chapter["wide"].params,
-    "report_reads": sorted(k for k in chapter["report"].inputs if k.startswith(new)),
+    "report_reads": sorted(k for k in chapter["report"].reads if k.startswith(new)),
     "mnist": [s for s in definition.BY_DATASET["mnist"] if s in new],
     "spread": [s.name for s in definition.SPREAD if s.name in new],
     "titles": [k for k in page.TITLES if k in new],

@@ -36,15 +36,25 @@ from mnist_basics.report.chapter import (
 )
 from mnist_basics.report.figures import montage, whole_epochs
 from mnist_basics.report.page import BOOK, Inputs, confusion, confusion_table, git_state
-from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, run_stage, write_params
+from tests.harness import (
+    ROOT,
+    make_tiny_archive,
+    make_tiny_tensors,
+    run_stage,
+    write_params,
+    write_results,
+)
 
 CHAPTER = pipeline.BY_NAME["report"].params  # the sections the page lists, every one
 
 STAGE = pipeline.BY_NAME["report"]
 PAYLOAD = "<script>alert(1)</script>"
-# The report's inputs, by the stage that writes each: (stage, path) in the report's order.
-WRITTEN_BY = [(s.name, path) for s in pipeline.STAGES if s.name != "report"
-              for path in {**s.outputs, **s.metrics, **s.plots}.values()]
+# The report's inputs, by the stage that writes each: (stage, path), stage by stage in the
+# pipeline's order, each stage's wall-clock figures (read, not a dependency) last.
+WRITTEN_BY = sorted(((flag.partition(".")[0], path) for flag, path in STAGE.reads.items()),
+                    key=lambda pair: [s.name for s in pipeline.STAGES].index(pair[0]))
+assert {p for _, p in WRITTEN_BY} == {p for s in pipeline.STAGES if s.name != "report"
+                                      for p in s.all_outputs}
 
 
 def committed_params() -> dict:
@@ -164,7 +174,7 @@ def write_artifacts(root: Path, tensors: Path | None = None, seed: int = 0) -> P
                      {k: torch.from_numpy(np.asarray(v, np.int64 if k.startswith("pred")
                                                      else np.float32))
                       for k, v in predictions[method].items()})
-        write_json(at(pipeline.metrics(method)), dict(sorted(metrics[method].items())))
+        write_results(at(pipeline.metrics(method)), at(pipeline.classes(method)), metrics[method])
         write_csv(at(pipeline.history(method)), histories[method])
         write_json(at(pipeline.timing(method)), timings[method])
     steps, peak = 49, 0.1
@@ -315,7 +325,8 @@ def test_accuracy_table_matches_the_metrics(rendered):
     assert header[:6] == ["method", "accuracy", "on 3s", "on 7s", "book", "difference"]
     assert [r[0] for r in body] == ["pixel mean (L1)", "pixel mean (RMSE)", "linear", "mlp",
                                     "resnet18"]
-    m = {k: json.loads((artifacts / pipeline.metrics(k)).read_text()) for k in pipeline.METHODS}
+    m = {k: {**json.loads((artifacts / pipeline.metrics(k)).read_text()),
+             **json.loads((artifacts / pipeline.classes(k)).read_text())} for k in pipeline.METHODS}
     expected = {
         "pixel mean (L1)": (m["pixel_mean"]["accuracy"], m["pixel_mean"]["accuracy_3"],
                             m["pixel_mean"]["accuracy_7"], BOOK["pixel_mean"]),

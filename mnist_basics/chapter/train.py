@@ -267,6 +267,12 @@ def class_accuracies(pred: Tensor, y: Tensor, names: Sequence[str]) -> dict[str,
                for name, v in zip(names, per_class(pred, y, len(names)), strict=True)}}
 
 
+def split_classes(scores: Mapping[str, float]) -> tuple[dict, dict]:
+    """class_accuracies' keys -> (the overall ones, for the metrics; the per-class ones)."""
+    per = {k: v for k, v in scores.items() if not k.endswith("accuracy")}
+    return {k: v for k, v in scores.items() if k not in per}, per
+
+
 @dataclass
 class Clock:
     """Wall-clock seconds since construction, plus per-epoch marks."""
@@ -293,7 +299,8 @@ class StageResult:
     state: Mapping[str, Tensor]  # the checkpoint
     card: Mapping  # the model card: architecture, how inputs are prepared, the params
     predictions: Mapping[str, Tensor]  # pred [N_valid], probs [N_valid, C], and the rest
-    metrics: Mapping[str, float | int]  # results only: accuracies and losses
+    metrics: Mapping[str, float | int]  # results only: the accuracy and losses
+    classes: Mapping[str, float]  # results only: each class's accuracy
     history: list[dict[str, object]]  # one row per epoch, results only
     timing: Mapping[str, object]  # wall-clock figures
     steps: list[dict[str, object]] = field(default_factory=list)  # one row per step, if any
@@ -348,7 +355,7 @@ def trained_result(run: Fit, *, state: Mapping[str, Tensor], card: Mapping, vali
     """The StageResult of a model that `train_model` trained; valid_y are the labels [N] and
     `names` the classes by label (`Layout.names`)."""
     last, valid_y = run.history[-1], valid_y.cpu()
-    scores = class_accuracies(run.last.pred, valid_y, names)
+    scores, per = split_classes(class_accuracies(run.last.pred, valid_y, names))
     predictions = {"pred": run.last.pred, "probs": run.last.probs}
     metrics = {
         **scores,
@@ -358,7 +365,8 @@ def trained_result(run: Fit, *, state: Mapping[str, Tensor], card: Mapping, vali
     }
     return StageResult(
         state=state, card=card, predictions=predictions,
-        metrics=dict(sorted(metrics.items())), history=run.history, steps=run.steps,
+        metrics=dict(sorted(metrics.items())), classes=per, history=run.history,
+        steps=run.steps,
         timing=timing_record(clock, train_seconds=run.train_seconds, images=run.images,
                              epoch_seconds=run.epoch_seconds, device=device),
     )
@@ -374,6 +382,7 @@ class Paths:
     metrics: Path
     timing: Path
     history: Path
+    classes: Path
     steps: Path | None = None  # resnet18 only
 
     @classmethod
@@ -388,6 +397,7 @@ def save_results(paths: Paths, result: StageResult) -> None:
     save_tensors(paths.predictions, {k: v.float() if v.is_floating_point() else v
                                      for k, v in result.predictions.items()})
     write_json(paths.metrics, dict(result.metrics))
+    write_json(paths.classes, dict(result.classes))
     write_csv(paths.history, result.history)
     if paths.steps is not None:
         write_csv(paths.steps, result.steps)

@@ -23,6 +23,7 @@ from mnist_basics.chapter.train import (
     card_names,
     class_accuracies,
     per_class,
+    split_classes,
     timing_record,
 )
 from mnist_basics.data.stack import SIZE, MnistSample
@@ -156,12 +157,13 @@ def pixel_mean_result(sample: MnistSample, clock: Clock,
             {"model": "pixel_mean", "arch": digit_arch(len(layout.classes)), "params": {},
              "input": INPUT, "labels": list(layout.names)})
     seconds = fit.elapsed
-    m = out["metrics"]
+    m, per = split_classes(out["metrics"])
     return StageResult(
         state=checkpoint_state(out["means"], layout),
         card=card,
         predictions=out["predictions"],
         metrics=m,
+        classes=per,
         # No training loop: one row, with no losses to report.
         history=[{"epoch": 1, "train_loss": "", "valid_loss": "",
                   "valid_accuracy": m["accuracy"]}],

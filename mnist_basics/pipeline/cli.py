@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mnist_basics import PipelineError
 from mnist_basics.params import PARAMS
-from mnist_basics.registry import DATASETS, METHODS, METRICS, OUTPUTS, PLOTS, SAMPLE
+from mnist_basics.registry import DATASETS, KEPT, METHODS, METRICS, OUTPUTS, PLOTS, SAMPLE
 
 log = logging.getLogger("mnist_basics")
 
@@ -62,7 +62,7 @@ def method_parser(method: str, description: str | None) -> argparse.ArgumentPars
     return parser(f"stages/{method}.py", description,
                   params=("train", method) if METHODS[method].trains else (), datasets=True,
                   inputs=["tensors"], outputs=OUTPUTS, metrics=METRICS,
-                  plots=(*PLOTS, *METHODS[method].extra_plots))
+                  plots=(*PLOTS, *METHODS[method].extra_plots), kept=KEPT)
 
 
 def named_paths(ap: argparse.ArgumentParser, flag: str = "--input") -> None:

@@ -17,33 +17,27 @@ dataset of `DATASETS` gets its own copy of the chapter's stages from `chapter_st
 paths and params sections, and its own dvc.yaml (`mnist/dvc.yaml`; Snakemake's rules
 `mnist_<stage>`). params.yaml `datasets` says which of them `make run` and `make repro` build.
 
-The seed spread and the sweep (`make spread`) are stages too, kept out of the chapter's
-run: `SPREAD` generates `spread/dvc.yaml`, where each trained method runs once per seed of
-params.yaml `spread.seeds` (DVC's `matrix`; Snakemake's `{seed}` wildcard), the sweep once
-per value and seed, and one stage gathers them into `reports/spread.html`.
+The seed spread and the sweep (`make spread`, `SPREAD`, spread/dvc.yaml) are stages too.
 """
 
 from __future__ import annotations
 
-import re
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-
 from mnist_basics.params import SPREAD_SECTIONS, page_sections, section
+from mnist_basics.pipeline.stage import ROOT, Stage
 from mnist_basics.registry import (
     DATASETS,
+    KEPT,
     METHODS,
     METRICS,
     OUTPUTS,
     PLOTS,
     SAMPLE,
     TRAINED,
+    WALL_CLOCK_FLAG,
     spread_name,
     sweep_name,
 )
 
-ROOT = Path(__file__).resolve().parents[2]  # the project: mnist_basics/pipeline/definition.py
 DVC_YAML = ROOT / "dvc.yaml"
 SPREAD_DVCFILE = "spread/dvc.yaml"
 SPREAD_DVC_YAML = ROOT / SPREAD_DVCFILE
@@ -70,13 +64,11 @@ def archive(dataset: str = SAMPLE) -> str:
     return f"data/{dataset}.tgz"
 
 
-def tensors(dataset: str = SAMPLE) -> str:
-    """train_x, train_y, valid_x, valid_y (uint8)."""
+def tensors(dataset: str = SAMPLE) -> str:  # train_x, train_y, valid_x, valid_y (uint8)
     return f"data/{dataset}.safetensors"
 
 
-def counts(dataset: str = SAMPLE) -> str:
-    """Images per split and class."""
+def counts(dataset: str = SAMPLE) -> str:  # images per split and class
     return "data/counts.json" if dataset == SAMPLE else f"data/{dataset}_counts.json"
 
 
@@ -95,33 +87,33 @@ def checkpoint(name: str, dataset: str = SAMPLE) -> str:
     return f"models/{_sub(dataset)}{name}.safetensors"
 
 
-def model_card(name: str, dataset: str = SAMPLE) -> str:
-    """The JSON beside a checkpoint: architecture and the params it was trained with."""
+def model_card(name: str, dataset: str = SAMPLE) -> str:  # architecture and params
     return f"models/{_sub(dataset)}{name}.json"
 
 
-def predictions(name: str, dataset: str = SAMPLE) -> str:
-    """Each method's verdict on every validation digit, for the report's mistakes and confusion."""
+def predictions(name: str, dataset: str = SAMPLE) -> str:  # the answer on each valid digit
     return f"models/{_sub(dataset)}{name}_valid.safetensors"
 
 
+# Results only, so equal params give equal bytes: the metrics (the same keys for every
+# method), each class's accuracy, one row per epoch.
 def metrics(name: str, dataset: str = SAMPLE) -> str:
-    """Results only (accuracies, losses): equal params give equal bytes."""
     return f"metrics/{_sub(dataset)}{name}.json"
 
 
+def classes(name: str, dataset: str = SAMPLE) -> str:
+    return f"metrics/{_sub(dataset)}{name}_classes.json"
+
+
 def history(name: str, dataset: str = SAMPLE) -> str:
-    """One row per epoch, results only, like the metrics."""
     return f"metrics/{_sub(dataset)}{name}_history.csv"
 
 
-def timing(name: str, dataset: str = SAMPLE) -> str:
-    """Wall-clock figures: the one file of a stage that differs between two identical runs."""
+def timing(name: str, dataset: str = SAMPLE) -> str:  # wall-clock figures: differ every run
     return f"metrics/{_sub(dataset)}{name}_timing.json"
 
 
-def steps(dataset: str = SAMPLE) -> str:
-    """Per-step loss and learning rate of resnet18's one-cycle run."""
+def steps(dataset: str = SAMPLE) -> str:  # resnet18's loss and lr at every step
     return f"metrics/{_sub(dataset)}resnet18_steps.csv"
 
 
@@ -181,147 +173,6 @@ PAGE_FILES = [f"{TEMPLATES}/sections.html.j2", f"{TEMPLATES}/page.css",
 PLOT_AXES = {"history": ("epoch", "valid_accuracy"), "steps": ("step", "lr")}
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One stage: `python stages/<name>.py`, each path the default of one of its flags."""
-
-    name: str
-    # flag -> path read; a page's `stage.flag` keys reach it as `--input stage.flag=PATH`
-    inputs: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)  # flag -> path written (DVC-cached)
-    metrics: dict[str, str] = field(default_factory=dict)  # flag -> small JSON kept in git
-    plots: dict[str, str] = field(default_factory=dict)  # flag -> CSV kept in git
-    kept: dict[str, str] = field(default_factory=dict)  # flag -> other file kept in git
-    code: list[str] = field(default_factory=list)  # package modules the stage imports
-    params: list[str] = field(default_factory=list)  # params.yaml sections (or keys) it reads
-    gpu: bool = False  # trains a model: one GPU (or the whole CPU) at a time
-    multicore: bool = False  # uses every core it is given (the others use one thread)
-    plot_axes: dict[str, tuple[str, str]] = field(default_factory=dict)  # plot path -> (x, y)
-    # A stage run once per combination of values (DVC's `matrix`, a Snakemake wildcard per
-    # key): key -> the params.yaml list it takes, e.g. {"seed": "spread.seeds"}. "{seed}" in
-    # its paths and `args` stands for the value, "{sweep.key}" for a value of params.yaml.
-    matrix: dict[str, str] = field(default_factory=dict)
-    args: str = ""  # the command's arguments besides the paths
-    script_name: str = ""  # stages/<script_name>.py when it is not the stage's name
-    dvcfile: str = "dvc.yaml"  # the file that holds the stage
-    # input flag -> the matrix stages whose outputs that folder holds: DVC depends on the
-    # folder, Snakemake on each file.
-    gathers: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    dataset: str = SAMPLE  # the dataset whose copy of the stage this is (`--dataset`)
-
-    @property
-    def script(self) -> str:
-        return f"stages/{self.script_name or self.name}.py"
-
-    @property
-    def address(self) -> str:
-        """How DVC's commands name the stage: `mlp`, `spread/dvc.yaml:mlp@3`."""
-        return self.name if self.dvcfile == "dvc.yaml" else f"{self.dvcfile}:{self.name}"
-
-    @property
-    def deps(self) -> list[str]:
-        return [self.script, *self.code, *self.inputs.values()]
-
-    @property
-    def files(self) -> dict[str, str]:
-        """flag -> path for everything the stage reads and writes."""
-        return {**self.inputs, **self.outputs, **self.metrics, **self.plots, **self.kept}
-
-    @property
-    def all_outputs(self) -> list[str]:
-        return [*self.outputs.values(), *self.metrics.values(), *self.plots.values(),
-                *self.kept.values()]
-
-    @property
-    def rule(self) -> str:
-        """The Snakemake rule: the stage's name, prefixed by its dvc.yaml's folder if any; a
-        concrete job of a matrix stage (`mlp@3`) runs its stage's rule (`spread_mlp`)."""
-        folder = Path(self.dvcfile).parent.name
-        name = self.name.partition("@")[0]
-        return f"{folder}_{name}" if folder else name
-
-    @property
-    def key(self) -> str:
-        """A concrete job's matrix values, as DVC joins them into its name (`mlp@0.05-0`)."""
-        return self.name.partition("@")[2]
-
-    @property
-    def cmd_lines(self) -> list[str]:
-        """The command, a line per path: the script and its arguments, then every path it
-        reads and writes (dvc.yaml folds them into one line)."""
-        dataset = f"--dataset {self.dataset}" if self.dataset != SAMPLE else ""
-        head = " ".join([f"python {self.script}", *filter(None, [dataset, self.args])])
-        return [head, *(" ".join(pair) for pair in path_args(self.files))]
-
-    @property
-    def cmd(self) -> str:
-        """The command both engines run."""
-        return " ".join(self.cmd_lines)
-
-    def argv(self, *, python: str = sys.executable, root: str | Path = ROOT,
-             under: str | Path | None = None, params: str | Path | None = None,
-             **paths: str | Path) -> list[str]:
-        """The command with explicit paths, for tests and benchmarks: the script under `root`,
-        `paths` by flag name, every other path `under` a folder, another params file."""
-        out = [python, str(Path(root) / self.script)]
-        if self.dataset != SAMPLE:
-            out += ["--dataset", self.dataset]
-        if params is not None:
-            out += ["--params", str(params)]
-        files = {}
-        for flag, path in self.files.items():
-            key = flag.replace(".", "_")  # a page's `mlp.metrics` is `mlp_metrics=` here
-            files[flag] = paths[key] if key in paths else (
-                Path(under) / path if under is not None else path)
-        return out + [arg for pair in path_args(files) for arg in pair]
-
-    def expand(self, params: dict) -> list[Stage]:
-        """One concrete stage per combination of the matrix's values, named as DVC names them
-        (`mlp@3`, `sweep@0.05-0`), every placeholder filled in."""
-        if not self.matrix:
-            return [self]
-        combos: list[dict] = [{}]
-        for key, source in self.matrix.items():
-            combos = [{**c, key: v} for c in combos for v in lookup(params, source)]
-        return [self._concrete(c, params, self.args) for c in combos]
-
-    def _concrete(self, values: dict, params: dict, args: str) -> Stage:
-        def fill(text: str) -> str:
-            return fill_placeholders(text, lambda k: values[k] if k in values
-                                     else lookup(params, k))
-
-        def each(paths: dict[str, str]) -> dict[str, str]:
-            return {flag: fill(path) for flag, path in paths.items()}
-
-        return Stage(
-            name=f"{self.name}@{'-'.join(str(values[k]) for k in self.matrix)}",
-            inputs=each(self.inputs), outputs=each(self.outputs), metrics=each(self.metrics),
-            plots=each(self.plots), kept=each(self.kept), code=self.code,
-            params=[fill(p) for p in self.params], gpu=self.gpu, multicore=self.multicore,
-            args=fill(args), script_name=self.script_name or self.name, dvcfile=self.dvcfile)
-
-
-def path_args(files: dict[str, str | Path]) -> list[tuple[str, str]]:
-    """Each file as a command passes it: `--tensors PATH`; a page's `--input mlp.metrics=PATH`."""
-    return [("--input", f"{flag}={path}") if "." in flag
-            else (f"--{flag.replace('_', '-')}", str(path)) for flag, path in files.items()]
-
-
-def lookup(params: dict, dotted: str) -> object:
-    """params.yaml's value at `spread.seeds`."""
-    value: object = params
-    for part in dotted.split("."):
-        value = value[part]  # type: ignore[index]
-    return value
-
-
-PLACEHOLDER = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)?)\}")
-
-
-def fill_placeholders(text: str, value) -> str:
-    return PLACEHOLDER.sub(lambda m: str(value(m.group(1))), text)
-
-
 def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
     """The chapter's stages for one dataset. MNIST_SAMPLE's are the chapter itself; another
     dataset runs the same stages but the chapter's small examples (sgd_example, nn_linear),
@@ -332,7 +183,7 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
     def method(name: str) -> Stage:
         trains = name in TRAINED
         path = {"checkpoint": checkpoint, "model_card": model_card, "predictions": predictions,
-                "timing": timing, "metrics": metrics, "history": history,
+                "timing": timing, "metrics": metrics, "history": history, "classes": classes,
                 "steps": lambda _, d: steps(d)}
 
         def paths(flags) -> dict[str, str]:
@@ -345,6 +196,7 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
             outputs=paths(OUTPUTS),
             metrics=paths(METRICS),
             plots=plots,
+            kept=paths(KEPT),
             code=code(*TRAINING, METHODS[name].module),
             params=[section("train"), section(name, dataset)] if trains else [],
             gpu=trains,
@@ -371,10 +223,12 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
     methods = [method(m) for m in METHODS]
     if not chapter:
         return [download, stack, *methods, _digits_report(dataset, methods)]
+    # The chapter's two examples keep their numbers in plain JSON, not DVC metrics: they are
+    # not results of a method, and `dvc metrics show` stays one table of the methods.
     sgd_example = Stage(
         name="sgd_example",
         outputs={"tensors": SGD_EXAMPLE["tensors"]},
-        metrics={"metrics": SGD_EXAMPLE["metrics"]},
+        kept={"metrics": SGD_EXAMPLE["metrics"]},
         plots={"steps": SGD_EXAMPLE["steps"]},
         code=code(*TRAINING, "chapter.models", "chapter.sgd_example"),
         params=["sgd_example"],
@@ -383,7 +237,7 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
     nn_linear = Stage(
         name="nn_linear",
         inputs={"tensors": TENSORS},
-        metrics={"metrics": metrics("nn_linear")},
+        kept={"metrics": metrics("nn_linear")},
         plots={"history": history("nn_linear")},
         code=code(*TRAINING, "chapter.models"),
         params=["train", "linear"],
@@ -395,8 +249,8 @@ def chapter_stages(dataset: str = SAMPLE) -> list[Stage]:
         name="report",
         # Every output of every stage: the page hashes each file it lists, so its
         # reproducibility table is this run's under either engine.
-        inputs={report_flag(s.name, flag): path
-                for s in made for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
+        inputs=page_inputs(made),
+        side_inputs=wall_clock_inputs(made),
         outputs={"out": REPORT, "accuracy_csv": ACCURACY_CSV},
         code=[*code(*PAGE, "report.chapter", "report.try_it"), *PAGE_FILES,
               f"{TEMPLATES}/report.html.j2", f"{TEMPLATES}/try_it.html.j2",
@@ -410,6 +264,19 @@ def report_flag(stage: str, flag: str) -> str:
     return f"{stage}.{flag}"
 
 
+def page_inputs(stages: list[Stage]) -> dict[str, str]:
+    """Every output of these stages but their wall-clock figures, by a page's names."""
+    return {report_flag(s.name, flag): path for s in stages
+            for flag, path in {**s.outputs, **s.metrics, **s.plots, **s.kept}.items()
+            if flag != WALL_CLOCK_FLAG}
+
+
+def wall_clock_inputs(stages: list[Stage]) -> dict[str, str]:
+    """Their wall-clock figures, which a page reads beside its inputs (`side_inputs`)."""
+    return {report_flag(s.name, WALL_CLOCK_FLAG): s.outputs[WALL_CLOCK_FLAG] for s in stages
+            if WALL_CLOCK_FLAG in s.outputs}
+
+
 def _digits_report(dataset: str, methods: list[Stage]) -> Stage:
     """The ten digits' page: every method's outputs, beside the chapter's own figures."""
     return Stage(
@@ -419,9 +286,9 @@ def _digits_report(dataset: str, methods: list[Stage]) -> Stage:
         dvcfile=dvcfile(dataset),
         inputs={report_flag("stack", "tensors"): tensors(dataset),
                 report_flag("stack", "counts"): counts(dataset),
-                **{report_flag(s.name, flag): path for s in methods
-                   for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()},
+                **page_inputs(methods),
                 **{report_flag(f"sample_{m}", "metrics"): metrics(m) for m in METHODS}},
+        side_inputs=wall_clock_inputs(methods),
         outputs={"out": report(dataset), "accuracy_csv": accuracy_csv(dataset)},
         code=[*code(*PAGE, "report.digits"), *PAGE_FILES, f"{TEMPLATES}/digits.html.j2"],
         params=page_sections(dataset),
@@ -484,8 +351,9 @@ SPREAD: list[Stage] = [
                 **{report_flag(m, "metrics"): metrics(m) for m in SPREAD_METHODS}},
         gathers={"spread_runs": SPREAD_METHODS, "sweep_runs": ("sweep",)},
         # In git, like the runs: a clone shows the spread without training 42 models.
-        kept={"out": SPREAD_REPORT, "csv": SPREAD_CSV, "sweep_csv": SWEEP_CSV},
-        metrics={"metrics": SPREAD_METRICS},
+        # Its summary too: many keys per method, for the pages and the README, not DVC's tables.
+        kept={"out": SPREAD_REPORT, "csv": SPREAD_CSV, "sweep_csv": SWEEP_CSV,
+              "metrics": SPREAD_METRICS},
         code=[*code(*PAGE, "report.spread"), *PAGE_FILES, f"{TEMPLATES}/spread.html.j2"],
         params=list(SPREAD_SECTIONS),
     ),

@@ -32,14 +32,13 @@ from mnist_basics.pipeline.definition import (
     STAGES,
     STAGES_OF,
     SWEEP_CSV,
-    Stage,
     accuracy_csv,
     dvcfile,
-    fill_placeholders,
     history,
     report,
     steps,
 )
+from mnist_basics.pipeline.stage import Stage, fill_placeholders
 from mnist_basics.registry import METHODS
 
 # -- dvc.yaml --------------------------------------------------------------------------------

@@ -164,6 +164,9 @@ def load_run(inputs: Inputs, params: Mapping[str, object]) -> Run:
         for method, path in inputs.kind(kind, METHODS).items():
             if path.exists():
                 into[method] = read(path)
+    for method, path in inputs.kind("classes", METHODS).items():  # accuracy_3 beside accuracy
+        if method in run.metrics and path.exists():
+            run.metrics[method] |= read_json(path)
     steps = inputs.files["resnet18"]["steps"]
     if steps.exists():
         run.steps = read_rows(steps)

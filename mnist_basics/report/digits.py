@@ -221,9 +221,7 @@ def load(inputs: Inputs) -> Digits:
         check_predictions(p, n, n_classes, _file(inputs, f"{m}.predictions"),
                           _file(inputs, "stack.tensors"),
                           f"rerun its stage ({stage_of(f'{m}.predictions', inputs.dataset)})")
-        metrics[m] = _json(inputs, f"{m}.metrics", [
-            *(k for p_ in _prefixes(m) for k in _metric_keys(p_, classes)),
-            *(("train_loss", "valid_loss", "epochs") if m in TRAINED else ())])
+        metrics[m] = _results(inputs, m, classes, trained=m in TRAINED)
         for prefix, key in zip(_prefixes(m), ("pred", "pred_rmse"), strict=False):
             # A metrics file of another run than the predictions would put two stories on
             # one page: they must agree (the metrics are rounded to 6 digits).
@@ -246,12 +244,20 @@ def accuracy_rows(inputs: Inputs) -> list[dict[str, object]]:
     accuracy on the ten digits and on each, MNIST_SAMPLE's figure, the target and whether it
     is met, and the first published figure to compare with. Reads only the metrics."""
     layout = DATASETS[inputs.dataset]
-    metrics = {m: _json(inputs, f"{m}.metrics",
-                        [k for p in _prefixes(m) for k in _metric_keys(p, layout.classes)])
-               for m in METHODS}
+    metrics = {m: _results(inputs, m, layout.classes) for m in METHODS}
     sample = {m: _json(inputs, f"sample_{m}.metrics", [f"{p}accuracy" for p in _prefixes(m)])
               for m in METHODS}
     return _accuracy_rows(metrics, sample, layout)
+
+
+def _results(inputs: Inputs, method: str, classes: Sequence[str], trained: bool = False) -> dict:
+    """A method's metrics with each class's accuracy beside them (`accuracy_3`), from the two
+    files its stage writes them to; the losses too when `trained`."""
+    keys = [k for p in _prefixes(method) for k in _metric_keys(p, classes)]
+    overall = [k for k in keys if k.endswith("accuracy")]
+    losses = ["train_loss", "valid_loss", "epochs"] if trained else []
+    return {**_json(inputs, f"{method}.metrics", [*overall, *losses]),
+            **_json(inputs, f"{method}.classes", [k for k in keys if k not in overall])}
 
 
 def _prefixes(method: str) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from mnist_basics.pipeline.definition import ROOT, SPREAD_METRICS, metrics
+from mnist_basics.pipeline.definition import ROOT, SPREAD_METRICS, classes, metrics
 from mnist_basics.pipeline.engines import generated_file_main
 
 README = ROOT / "README.md"
@@ -30,7 +30,8 @@ def results_table(root: Path = ROOT) -> str:
              "|---|---|---|---|---|---|"]
     for key, title in TITLES.items():
         method, prefix = row_source(key)
-        m = json.loads((root / metrics(method)).read_text())
+        m = {**json.loads((root / metrics(method)).read_text()),
+             **json.loads((root / classes(method)).read_text())}
         book = "—" if BOOK[key] is None else f"{BOOK[key]:g}"
         if key == "pixel_mean":
             book += f" / {BOOK_PIXEL_MEAN['accuracy_3']:g} / {BOOK_PIXEL_MEAN['accuracy_7']:g}"
