@@ -22,7 +22,8 @@ COMMANDS = {  # name -> (module, one-line help)
     "push": ("mnist_basics.pipeline.remote", "send every artifact to the default DVC remote"),
     "pull": ("mnist_basics.pipeline.remote",
              "get every artifact from the default DVC remote, checked"),
-    "dvcfiles": ("mnist_basics.pipeline.remote", "the dvc.yaml files of params.yaml `datasets`"),
+    "dvcfiles": ("mnist_basics.pipeline.scope",
+                 "the dvc.yaml files of params.yaml `datasets`, shown to DVC, the rest hidden"),
 }
 
 

@@ -30,6 +30,7 @@ STARTED = bridge.started()
 
 
 onstart:
+    bridge.scope.sync(bridge.scope.listed())  # DVC sees the datasets params.yaml lists
     try:
         LOCKS.acquire(JOBS.outputs())
     except bridge.Busy as e:

@@ -87,7 +87,7 @@ def test_two_packings_of_the_same_files_give_the_same_verified_archive(tmp_path,
 @pytest.fixture(scope="module")
 def fresh_clone(tmp_path_factory, mnist_archive) -> Path:
     """The project as a clone has it, with its committed dvc.lock, after `make run`."""
-    proj = make_project(tmp_path_factory.mktemp("clone") / "proj", lock=True)
+    proj = make_project(tmp_path_factory.mktemp("clone") / "proj", clone=True)
     borrow_venv(proj)
     env = engine_env(MNIST_SAMPLE_URL=str(mnist_archive))
     env.pop("PYTHONPATH", None)
@@ -104,6 +104,15 @@ def test_make_run_in_a_fresh_clone_reproduces_every_locked_hash(fresh_clone):
     assert ARCHIVE in outs and clock and clock <= set(outs)  # the chapter's, in dvc.lock
     got = {p: md5(fresh_clone / p) for p in outs if p not in WALL_CLOCK}
     assert got == {p: h for p, h in outs.items() if p not in WALL_CLOCK}
+
+
+@pytest.mark.slow
+def test_a_bare_dvc_status_is_clean_after_make_run(fresh_clone):
+    """Every dvc.yaml DVC sees is up to date: the chapter's, which the run made, and the
+    spread's, whose outputs a clone has; the full MNIST's, not built, is not DVC's to see."""
+    r = sh("dvc", "status", cwd=fresh_clone)
+    assert r.stdout.splitlines() == ["Data and pipelines are up to date."]
+    assert "/mnist/dvc.yaml" in (fresh_clone / ".dvcignore").read_text()
 
 
 @pytest.mark.slow

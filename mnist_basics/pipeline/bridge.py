@@ -37,14 +37,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mnist_basics.params import PARAMS, load_yaml
+from mnist_basics.pipeline import scope
 from mnist_basics.pipeline.definition import (
     DATASETS,
     SPREAD_BY_NAME,
-    Stage,
     dataset_stages,
-    lookup,
+    dvcfile,
     spread_jobs,
 )
+from mnist_basics.pipeline.stage import Stage, lookup
 
 BUSY = ("another DVC process (a `dvc repro`?) is working in this project; wait for it to "
         "finish, then run again")
@@ -165,9 +166,13 @@ def commit(names: list[str]) -> None:
 
 
 def finish(locks: DvcLocks, jobs: Jobs, since: float) -> None:
-    """A Snakemake run's end, failed or not: release DVC's locks, then record what it made."""
+    """A Snakemake run's end, failed or not: release DVC's locks, then record what it made,
+    in the dvc.lock of each dataset it built, shown to DVC now if it was not (scope.py)."""
     locks.release()
-    commit(completed(jobs.all, since))
+    made = completed(jobs.all, since)
+    built = {j.dataset for j in jobs.all if j.address in made and j.dvcfile == dvcfile(j.dataset)}
+    scope.sync({*scope.listed(), *built})
+    commit(made)
 
 
 def started() -> float:

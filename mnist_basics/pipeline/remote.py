@@ -2,7 +2,6 @@
 
     make push      # python -m mnist_basics push: every artifact dvc.lock names, to the remote
     make pull      # python -m mnist_basics pull: all of them back, each checked, no training
-    make repro     # dvc repro $(python -m mnist_basics dvcfiles): the files they act on
 
 Both take what `make run` builds: the dvc.yaml of each dataset params.yaml `datasets` lists
 (the chapter's; mnist/dvc.yaml too once it is listed), and the spread's.
@@ -21,19 +20,12 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-from pathlib import Path
 
 from mnist_basics import PipelineError
-from mnist_basics.params import PARAMS, load
-from mnist_basics.pipeline.definition import DATASETS, SPREAD_DVCFILE, dvcfile
+from mnist_basics.pipeline import scope
+from mnist_basics.pipeline.definition import SPREAD_DVCFILE
 
 MISSING = "Some of the cache files do not exist"  # DVC's warning when push leaves some behind
-
-
-def dvcfiles(params_path: str | Path = PARAMS) -> list[str]:
-    """The dvc.yaml files of the datasets that params.yaml `datasets` lists (`make repro`)."""
-    listed = load(params_path, "datasets")["datasets"].root
-    return [dvcfile(d) for d in DATASETS if d in listed]
 
 
 def dvc(*args: str) -> str:
@@ -56,8 +48,10 @@ def default_remote() -> str:
 
 
 def targets() -> list[str]:
-    """The dvc.yaml files whose artifacts are shared: the listed datasets', the spread's."""
-    return [*dvcfiles(), SPREAD_DVCFILE]
+    """The dvc.yaml files whose artifacts are shared: the listed datasets', the spread's;
+    DVC is shown those datasets' and no other (pipeline/scope.py)."""
+    scope.sync(scope.listed())
+    return [*scope.dvcfiles(), SPREAD_DVCFILE]
 
 
 def push() -> None:
@@ -75,14 +69,10 @@ def pull() -> None:
     print(out.strip().splitlines()[-1] if out.strip() else "Everything is up to date.")
 
 
-def print_dvcfiles() -> None:
-    print(" ".join(dvcfiles()))
-
-
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """push and pull take no arguments: the remote is DVC's default; dvcfiles reads
-    params.yaml `datasets`."""
+    """push and pull take no arguments: the remote is DVC's default, the datasets are those
+    params.yaml `datasets` lists."""
 
 
 def main(args: argparse.Namespace) -> None:
-    {"push": push, "pull": pull, "dvcfiles": print_dvcfiles}[args.command]()
+    {"push": push, "pull": pull}[args.command]()
