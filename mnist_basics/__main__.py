@@ -2,6 +2,7 @@
 
     python -m mnist_basics predict my_digit.png --model resnet18
     python -m mnist_basics push          # make push: the artifacts to the DVC remote
+    python -m mnist_basics compare HEAD my-exp   # two runs side by side: reports/compare.html
     python -m mnist_basics dvcfiles      # make repro: the dvc.yaml files of params.yaml datasets
 
 Each command lives in its own module, which provides `add_arguments(parser)` and `main(args)`;
@@ -22,6 +23,8 @@ COMMANDS = {  # name -> (module, one-line help)
     "push": ("mnist_basics.pipeline.remote", "send every artifact to the default DVC remote"),
     "pull": ("mnist_basics.pipeline.remote",
              "get every artifact from the default DVC remote, checked"),
+    "compare": ("mnist_basics.report.compare",
+                "one page that sets two runs (git revisions, DVC experiments) side by side"),
     "dvcfiles": ("mnist_basics.pipeline.scope",
                  "the dvc.yaml files of params.yaml `datasets`, shown to DVC, the rest hidden"),
 }
