@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    cli.run(lambda: args.run(args))
+    cli.run(lambda: args.run(args), stage=False)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import yaml
 from PIL import Image
 
 from mnist_basics.params import SECTIONS
+from mnist_basics.pipeline import cli
 from mnist_basics.pipeline.definition import BY_NAME, DATASETS, SPREAD_BY_NAME, STAGES_OF, Stage
 from tests import harness
 from tests.harness import ROOT, make_tiny_archive, make_tiny_tensors, write_params
@@ -342,6 +343,7 @@ def run_stage(tmp_path, monkeypatch, capsys):
     """Run a stage's command in this process (the same code as a subprocess, no start-up
     cost), in tmp_path, so that its relative paths point there: (exit status, stderr)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "leave", lambda: None)  # a stage's process exits when done: not ours
     handler = signal.getsignal(signal.SIGTERM)
 
     def go(stage: str | Stage, *args: str) -> tuple[int, str]:

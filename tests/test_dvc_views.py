@@ -1,6 +1,7 @@
-"""What a DVC user reads: a status that speaks of what the project builds, tables that fit a
-terminal, both revisions of every curve, and the first experiment on a machine with no git
-identity. (A fresh clone's clean `dvc status` after `make run` is in test_fresh_clone.)"""
+"""What a DVC or Snakemake user reads: a status that speaks of what the project builds, tables
+that fit a terminal, both revisions of every curve, the first experiment on a machine with no
+git identity, and Snakemake's report timing each rule as the page does. (A fresh clone's
+clean `dvc status` after `make run` is in test_fresh_clone.)"""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from tests.harness import (
     set_params,
     sh,
 )
+from tests.test_report import Page
+from tests.test_report_browser import ARGS, chromium
 
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -68,15 +71,10 @@ def test_dvc_sees_the_full_mnist_once_it_is_listed_or_built(tmp_path):
 
 # -- The tables and plots after one experiment ------------------------------------------------
 @pytest.fixture(scope="module")
-def experiment(finished_project, tmp_path_factory) -> tuple[Path, dict]:
+def experiment(finished_experiment, tmp_path_factory) -> tuple[Path, dict]:
     """A finished tiny run, committed, then `dvc exp run -n faster -S mlp.lr=0.1`."""
-    proj, archive = finished_project("snakemake", tmp_path_factory.mktemp("views") / "proj")
-    for key, value in (("user.name", "t"), ("user.email", "t@example.com")):
-        sh("git", "config", key, value, cwd=proj)
-    git_commit(proj, "the chapter's run")
-    env = engine_env(MNIST_SAMPLE_URL=str(archive[0]))
-    r = sh("dvc", "exp", "run", "-n", "faster", "-S", "mlp.lr=0.1", cwd=proj, env=env)
-    assert re.findall(r"Running stage '(\w+)'", r.stdout) == ["mlp", "report"]
+    proj, env, output = finished_experiment(tmp_path_factory.mktemp("views") / "proj")
+    assert re.findall(r"Running stage '(\w+)'", output) == ["mlp", "report"]
     return proj, env
 
 
@@ -185,3 +183,42 @@ def test_the_readme_says_what_to_set_before_the_first_experiment(finished_projec
         sh("sh", "-c", command, cwd=proj, env=env)
     sh("dvc", "exp", "run", "-S", "report.lang=et", cwd=proj, env=env)
     assert '<html lang="et"' in (proj / "reports/index.html").read_text()
+
+
+# -- Snakemake's report ----------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.browser
+def test_snakemakes_report_times_each_rule_as_the_page_does(finished_project, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    proj, _ = finished_project("snakemake", tmp_path / "proj")
+    report = tmp_path / "report.html"
+    sh("snakemake", "--report", str(report), cwd=proj)
+    html = report.read_text()
+    at = html.index("runtimes_spec = ") + len("runtimes_spec = ")
+    runtimes = {v["rule"]: v["runtime"]
+                for v in json.JSONDecoder().raw_decode(html, at)[0]["data"]["values"]}
+    assert set(runtimes) == {s.rule for s in STAGES}
+    # The page's seconds are each stage's whole process, as Snakemake times its job: the same
+    # interval on two clocks, apart by the shell that starts the stage.
+    page = Page((proj / "reports/index.html").read_text())
+    shown = {row[0]: float(row[1]) for row in page.tables["wall-times"][1:]}
+    for m in METHODS:
+        assert abs(shown[m] - runtimes[m]) <= max(1.0, 0.25 * runtimes[m]), (m, shown, runtimes)
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(chromium()), headless=True,
+            args=ARGS, viewport={"width": 1400, "height": 1000})
+        try:
+            context.set_offline(True)
+            page = context.new_page()
+            page.goto(report.as_uri(), wait_until="load")
+            page.get_by_text("Statistics").first.click()
+            page.wait_for_selector(".vega-embed", timeout=30_000)
+            charts = page.eval_on_selector_all(
+                ".vega-embed", "els => els.map(e => e.getBoundingClientRect().height)")
+            page.screenshot(path=str(tmp_path / "snakemake-statistics.png"), full_page=True)
+        finally:
+            context.close()
+    assert len(charts) == 2 and all(h > 100 for h in charts)  # runtime and end date, by rule

@@ -169,8 +169,9 @@ def confusion_table(matrix: np.ndarray, classes: Sequence[str]) -> dict:
 
 
 def wall_times(timing: Mapping[str, Mapping], stages: Sequence[str]) -> dict:
-    """Each stage's seconds from its timing file (None where it has not run), and the total."""
-    rows = [{"stage": s, "seconds": timing[s].get("seconds"),
+    """Each stage's seconds from its timing file (None where it has not run), and the total:
+    the whole process's, as the engines time it, where the file has them."""
+    rows = [{"stage": s, "seconds": timing[s].get("process_seconds", timing[s].get("seconds")),
              "train_seconds": timing[s].get("train_seconds"),
              "images_per_second": timing[s].get("images_per_second"),
              "device": timing[s].get("device", _("unknown")),
