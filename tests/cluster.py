@@ -104,6 +104,7 @@ class SlurmCluster:
     memory_mb: int
     gpus: int  # 0, or 1 fake GPU (gres on /dev/null)
     ports: dict[str, int]
+    enforce_limits: bool = True  # EnforcePartLimits=ALL; False: Slurm's default, NO
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # start_s, stop_s
     stop_problems: list[str] = field(default_factory=list)  # set on exit
@@ -197,8 +198,9 @@ DefMemPerCPU=500
 # The node may claim more CPUs and memory than the machine has without being drained.
 SlurmdParameters=config_overrides
 ReturnToService=2
-# Refuse at submission a job the node can never run, rather than leave it pending forever.
-EnforcePartLimits=ALL
+# Refuse at submission a job the node can never run, rather than leave it pending forever
+# (Slurm's default is NO).
+EnforcePartLimits={"ALL" if c.enforce_limits else "NO"}
 SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
@@ -285,12 +287,15 @@ def _stop(c: SlurmCluster, timeout: float = 10) -> list[str]:
 @contextlib.contextmanager
 def slurm_cluster(tmp_path: Path | str, *, cpus: int | None = None, memory_mb: int = 4096,
                   gpus: int = 0, partition: str = "debug", min_job_age: int = 300,
-                  start_timeout: float = 30) -> Iterator[SlurmCluster]:
+                  start_timeout: float = 30, enforce_limits: bool = True
+                  ) -> Iterator[SlurmCluster]:
     """Start munged, slurmctld and slurmd; yield a SlurmCluster; stop them all.
 
     cpus, memory_mb: what the node offers (default: this machine's CPUs); it may claim more
     than the machine has. gpus: 1 gives the node one fake GPU, a gres on /dev/null (Slurm
     needs a device file, and sets CUDA_VISIBLE_DEVICES for a job that asks for it).
+    enforce_limits: refuse at submission a job no node can run; False is Slurm's default,
+    where such a job pends forever.
     """
     if gpus not in (0, 1):
         raise ValueError("gpus: 0 or 1 (one fake GPU on /dev/null)")
@@ -316,7 +321,7 @@ def slurm_cluster(tmp_path: Path | str, *, cpus: int | None = None, memory_mb: i
              "srun_hi": lo + 99}
     c = SlurmCluster(root=root, conf=root / "slurm.conf", env={}, partition=partition,
                      cpus=cpus or os.cpu_count() or 1, memory_mb=memory_mb, gpus=gpus,
-                     ports=ports)
+                     ports=ports, enforce_limits=enforce_limits)
     c.env = c.client_env(dict(os.environ))
     c.env["PATH"] = os.pathsep.join([c.env.get("PATH", ""), *SBIN])
 
