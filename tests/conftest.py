@@ -23,6 +23,7 @@ from tests.harness import (
     ENGINES,
     REAL_MODELS,
     engine_env,
+    git_commit,
     local_archive,
     make_tiny_archive,
     make_tiny_tensors,
@@ -37,7 +38,8 @@ from tests.harness import (
 # that workers side by side (pytest-xdist, one file each) finish together.
 SLOWEST_FIRST = ("test_mnist_real.py", "test_engines.py", "test_mnist.py", "test_faults.py",
                  "test_slurm.py", "test_bench.py", "test_definition_edits.py", "test_spread.py",
-                 "test_readme.py", "test_fresh_clone.py", "test_remotes.py",
+                 "test_readme.py", "test_slurm_small_nodes.py", "test_dvc_views.py",
+                 "test_compare.py", "test_fresh_clone.py", "test_remotes.py",
                  "test_reproducibility.py")
 
 
@@ -90,6 +92,30 @@ def finished_project(shared_tmp):
         shutil.copytree(folder / "proj", dest, symlinks=True)  # mtimes too, for Snakemake
         path, md5, digest = json.loads((folder / "archive.json").read_text())
         return dest, (Path(path), md5, digest)
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def finished_experiment(shared_tmp, finished_project):
+    """`finished_experiment(dest)`: the finished Snakemake project with its run committed and
+    one DVC experiment beside it, `faster` (`dvc exp run -n faster -S mlp.lr=0.1`), copied to
+    `dest`; returns (dest, the engines' environment, the experiment's output). Made once per
+    session, like finished_project."""
+    def make(folder: Path) -> None:
+        proj, archive = finished_project("snakemake", folder / "proj")
+        for key, value in (("user.name", "t"), ("user.email", "t@example.com")):
+            sh("git", "config", key, value, cwd=proj)
+        git_commit(proj, "the chapter's run")
+        env = engine_env(MNIST_SAMPLE_URL=str(archive[0]))
+        r = sh("dvc", "exp", "run", "-n", "faster", "-S", "mlp.lr=0.1", cwd=proj, env=env)
+        (folder / "experiment.json").write_text(json.dumps([str(archive[0]), r.stdout]))
+
+    def copy(dest: Path) -> tuple[Path, dict, str]:
+        folder = once(shared_tmp, "experiment", make)
+        shutil.copytree(folder / "proj", dest, symlinks=True)
+        archive, output = json.loads((folder / "experiment.json").read_text())
+        return dest, engine_env(MNIST_SAMPLE_URL=archive), output
 
     return copy
 

@@ -14,7 +14,7 @@ from safetensors.numpy import load
 
 from mnist_basics.pipeline.definition import METHODS, WALL_CLOCK, metrics, predictions
 from mnist_basics.registry import ROWS
-from tests.harness import engine_env, git_commit, set_params, sh
+from tests.harness import set_params, sh
 from tests.test_report import Page
 from tests.test_report_browser import ARGS, chromium
 
@@ -22,14 +22,9 @@ SECTIONS = ["params", "accuracy", "curves", "confusion", "disagreements", "artif
 
 
 @pytest.fixture(scope="module")
-def runs(finished_project, tmp_path_factory) -> tuple[Path, dict]:
+def runs(finished_experiment, tmp_path_factory) -> tuple[Path, dict]:
     """A finished tiny run, committed, and one experiment beside it: `faster`, mlp.lr 0.1."""
-    proj, archive = finished_project("snakemake", tmp_path_factory.mktemp("compare") / "proj")
-    for key, value in (("user.name", "t"), ("user.email", "t@example.com")):
-        sh("git", "config", key, value, cwd=proj)
-    git_commit(proj, "the chapter's run")
-    env = engine_env(MNIST_SAMPLE_URL=str(archive[0]))
-    sh("dvc", "exp", "run", "-n", "faster", "-S", "mlp.lr=0.1", cwd=proj, env=env)
+    proj, env, _ = finished_experiment(tmp_path_factory.mktemp("compare") / "proj")
     return proj, env
 
 

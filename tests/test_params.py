@@ -7,7 +7,7 @@ import yaml
 
 from mnist_basics import PipelineError
 from mnist_basics.params import DATASETS, SECTIONS, TOP_LEVEL, load, load_for, values
-from mnist_basics.pipeline.definition import lookup
+from mnist_basics.pipeline.stage import lookup
 from tests.harness import ROOT, run_stage, write_params
 
 
