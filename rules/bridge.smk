@@ -1,8 +1,9 @@
 # What keeps Snakemake and DVC in one state (mnist_basics/pipeline/bridge.py has the contract), and
-# the two helpers the generated rule files call:
+# what the generated rule files call:
 #   params_yaml(stage)  params.yaml among a rule's inputs, only while the sections its stage
 #                       reads differ from what dvc.lock recorded (bridge rule 2);
-#   value(key)          a validated value of params.yaml, such as value("spread.seeds").
+#   value(key)          a validated value of params.yaml, such as value("spread.seeds");
+#   TRAIN_GPU           a training rule's `gpu` resource: 1 with a GPU, else 0.
 
 import sys
 
@@ -25,6 +26,9 @@ except PipelineError as e:
     raise WorkflowError(str(e)) from None
 
 params_yaml, value = JOBS.params_yaml, JOBS.value
+# The training stages' `gpu` resource: 1 where they train on a GPU, which they then take in
+# turns; 0 on a machine without one, where they run side by side within --cores.
+TRAIN_GPU = bridge.gpu_token(value("train.device"))
 LOCKS = bridge.DvcLocks()  # held while a run writes outputs (bridge rule 4)
 STARTED = bridge.started()
 

@@ -158,7 +158,7 @@ rule linear:
         report("metrics/linear_history.csv", caption="../reports/captions/history.rst", category="3. Training history", subcategory="linear"),
     log: "logs/linear.log"
     threads: 1
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/linear.py"
@@ -200,7 +200,7 @@ rule mlp:
         report("metrics/mlp_history.csv", caption="../reports/captions/history.rst", category="3. Training history", subcategory="mlp"),
     log: "logs/mlp.log"
     threads: 1
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/mlp.py"
@@ -244,7 +244,7 @@ rule resnet18:
         report("metrics/resnet18_steps.csv", caption="../reports/captions/steps.rst", category="3. Training history", subcategory="resnet18"),
     log: "logs/resnet18.log"
     threads: workflow.cores
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/resnet18.py"
@@ -282,7 +282,7 @@ rule nn_linear:
         "metrics/nn_linear_history.csv",
     log: "logs/nn_linear.log"
     threads: 1
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/nn_linear.py"

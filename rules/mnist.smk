@@ -125,7 +125,7 @@ rule mnist_linear:
         "metrics/mnist/linear_history.csv",
     log: "logs/mnist_linear.log"
     threads: 1
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/linear.py --dataset mnist"
@@ -167,7 +167,7 @@ rule mnist_mlp:
         "metrics/mnist/mlp_history.csv",
     log: "logs/mnist_mlp.log"
     threads: 1
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/mlp.py --dataset mnist"
@@ -211,7 +211,7 @@ rule mnist_resnet18:
         "metrics/mnist/resnet18_steps.csv",
     log: "logs/mnist_resnet18.log"
     threads: workflow.cores
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/resnet18.py --dataset mnist"

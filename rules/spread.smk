@@ -94,7 +94,7 @@ rule spread_resnet18:
     wildcard_constraints: seed=r"\d+", value=r"[^/_]+"
     log: "logs/spread_resnet18_{seed}.log"
     threads: workflow.cores
-    resources: gpu=1
+    resources: gpu=TRAIN_GPU
     conda: "../environment.yml"
     shell:
         "python stages/spread.py resnet18 --seed {wildcards.seed}"

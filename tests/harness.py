@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from mnist_basics.pipeline.bridge import gpu_token
 from mnist_basics.pipeline.definition import BY_DATASET, DATASETS, SAMPLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,7 @@ LOCKS = ("dvc.lock", "spread/dvc.lock", "mnist/dvc.lock")
 ENGINE_STATE = (".snakemake", "logs", ".dvc/cache", ".dvc/tmp")
 SNAKEMAKE = ("snakemake", "--cores", "4", "--resources", "gpu=1")
 ENGINES = {"dvc": ("dvc", "repro"), "snakemake": SNAKEMAKE}  # each engine's whole run
+GPU_HERE = bool(gpu_token("auto"))  # training stages take turns on a GPU, where there is one
 REAL_MODELS = ("pixel_mean", "linear", "mlp")  # trained on the real data in tests: seconds each
 # A whole run in seconds: project copies test the machinery, not the accuracy.
 FAST_PARAMS = {"linear": {"epochs": 3}, "mlp": {"epochs": 3},

@@ -7,6 +7,7 @@ the checkout.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from mnist_basics.pipeline.definition import (
 from mnist_basics.pipeline.engines import files, render_dvc_yaml
 from mnist_basics.registry import METHODS, TRAINED
 from tests.harness import (
+    GPU_HERE,
     ROOT,
     SNAKEMAKE,
     clean_outputs,
@@ -149,7 +151,7 @@ def test_both_engines_see_the_same_dag(copy, dataset):
         # With the committed dvc.lock every stage's params are as recorded: no params input.
         assert j["input"] == d["deps"], name
         assert j["output"] == d["outs"], name
-        assert ("gpu=1" in j["resources"]) == s.gpu, name
+        assert ("gpu=1" in j["resources"]) == (s.gpu and GPU_HERE), name
         assert d["params"] == sorted(s.params), name
     # The target asks for every output, so one run builds the whole DAG.
     assert set(snake[target]["input"]) == {o for d in dvc.values() for o in d["outs"]}
@@ -167,6 +169,40 @@ def test_the_default_target_builds_the_datasets_params_yaml_lists(tmp_path):
                                           for p in s.all_outputs}
     made = sh("python", "-m", "mnist_basics", "dvcfiles", cwd=proj).stdout.split()
     assert made == ["dvc.yaml", "mnist/dvc.yaml"]  # what `make repro` hands to `dvc repro`
+
+
+def test_the_gpu_token_is_held_only_where_a_gpu_is(tmp_path):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    assert bridge.gpu_token("auto", dev, {}) == 0
+    assert bridge.gpu_token("cuda", dev, {}) == 1  # asked for: the stage says if there is none
+    (dev / "nvidia0").touch()
+    assert bridge.gpu_token("auto", dev, {}) == 1
+    assert bridge.gpu_token("cpu", dev, {}) == 0
+    assert bridge.gpu_token("auto", dev, {"CUDA_VISIBLE_DEVICES": ""}) == 0
+    (dev / "nvidia0").unlink()
+    (dev / "kfd").touch()  # ROCm's
+    assert bridge.gpu_token("auto", dev, {}) == 1
+
+
+@pytest.mark.slow
+def test_without_a_gpu_the_small_models_train_side_by_side_and_resnet18_alone(
+        finished_project, tmp_path):
+    """The finished Snakemake run's log, job by job: which ran while another ran. With a GPU
+    here, the training stages take turns on it instead."""
+    project, _ = finished_project("snakemake", tmp_path / "proj")
+    (log,) = (project / ".snakemake/log").glob("*.log")
+    running, overlaps = set(), set()
+    for start, rule in re.findall(r"^(?:local)?rule (\w+):$|^Finished jobid: \d+ \(Rule: (\w+)\)",
+                                  log.read_text(), re.M):
+        if start:
+            overlaps |= {frozenset((start, other)) for other in running}
+            running.add(start)
+        else:
+            running.discard(rule)
+    pairs = {frozenset(p) for p in itertools.combinations(("linear", "mlp", "nn_linear"), 2)}
+    assert (pairs & overlaps) == (set() if GPU_HERE else pairs)
+    assert not any("resnet18" in pair for pair in overlaps)  # it holds every core
 
 
 def test_a_stage_whose_params_differ_from_dvc_lock_reads_params_yaml_too(tmp_path):

@@ -175,6 +175,22 @@ def finish(locks: DvcLocks, jobs: Jobs, since: float) -> None:
     commit(made)
 
 
+def gpu_token(device: str, dev: Path = Path("/dev"),
+              env: Mapping[str, str] = os.environ) -> int:
+    """The `gpu` resource a training stage holds (its rule's `resources: gpu=TRAIN_GPU`).
+
+    1 where the stages train on a GPU (params.yaml `train.device` cuda, or auto with a GPU
+    device here and visible), so that they take turns on it; 0 on a machine with none, where
+    each small model trains on a core of its own, side by side. resnet18 runs alone either way:
+    it takes every core. Looks for the devices' files, not torch: reading the workflow must
+    stay quick."""
+    if device == "cuda":
+        return 1
+    if device == "cpu" or env.get("CUDA_VISIBLE_DEVICES") == "":
+        return 0
+    return int(any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists())  # NVIDIA, ROCm
+
+
 def started() -> float:
     """A run's start, a little early: file systems may round mtimes down."""
     return time.time() - 1

@@ -205,7 +205,7 @@ def smk_rule(s: Stage) -> str:
     log = f"logs/{s.rule}" + "".join(f"_{{{k}}}" for k in s.matrix) + ".log"
     out += [f'    log: "{log}"',
             f"    threads: {'workflow.cores' if s.multicore else 1}",
-            f"    resources: gpu={int(s.gpu)}",
+            f"    resources: gpu={'TRAIN_GPU' if s.gpu else 0}",  # rules/bridge.smk
             '    conda: "../environment.yml"',  # relative to this rule file
             "    shell:", *(f"        {line}" for line in _shell(s))]
     return "\n".join(out) + "\n"

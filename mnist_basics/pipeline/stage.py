@@ -34,7 +34,7 @@ class Stage:
     side_inputs: dict[str, str] = field(default_factory=dict)
     code: list[str] = field(default_factory=list)  # package modules the stage imports
     params: list[str] = field(default_factory=list)  # params.yaml sections (or keys) it reads
-    gpu: bool = False  # trains a model: one GPU (or the whole CPU) at a time
+    gpu: bool = False  # trains a model: takes turns on the GPU, where there is one
     multicore: bool = False  # uses every core it is given (the others use one thread)
     plot_axes: dict[str, tuple[str, str]] = field(default_factory=dict)  # plot path -> (x, y)
     # A stage run once per combination of values (DVC's `matrix`, a Snakemake wildcard per
