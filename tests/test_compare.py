@@ -16,7 +16,7 @@ from mnist_basics.pipeline.definition import METHODS, WALL_CLOCK, metrics, predi
 from mnist_basics.registry import ROWS
 from tests.harness import set_params, sh
 from tests.test_report import Page
-from tests.test_report_browser import ARGS, chromium
+from tests.test_report_browser import offline_browser
 
 SECTIONS = ["params", "accuracy", "curves", "confusion", "disagreements", "artifacts"]
 
@@ -114,8 +114,6 @@ def test_the_workspace_is_a_run_too_and_a_clone_reads_both_through_dvc(runs, tmp
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_opens_offline_in_both_languages(runs, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     proj, env = runs
     pages = {}
     for lang in ("en", "et"):
@@ -124,32 +122,25 @@ def test_the_page_opens_offline_in_both_languages(runs, tmp_path):
         compare(proj, env, "HEAD", "faster", pages[lang])
     set_params(proj, report={"lang": "en"})
     asked, errors, seen = [], [], {}
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(chromium()), headless=True,
-            args=ARGS, viewport={"width": 1200, "height": 900})
-        try:
-            context.set_offline(True)
-            context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(
-                ("file://", "data:")) else (asked.append(r.request.url), r.abort()))
-            for lang, path in pages.items():
-                page = context.new_page()
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.goto(path.as_uri(), wait_until="load")
-                seen[lang] = page.evaluate("""() => ({
-                    lang: document.documentElement.lang,
-                    sections: [...document.querySelectorAll('section')].map(s => s.id),
-                    images: [...document.images].map(i => i.complete && i.naturalWidth > 0),
-                    alts: [...document.images].map(i => i.alt),
-                    visible: [...document.querySelectorAll('section')].every(
-                        s => s.getBoundingClientRect().height > 0),
-                    overflow: document.documentElement.scrollWidth
-                              - document.documentElement.clientWidth})""")
-                page.screenshot(path=str(tmp_path / f"compare-{lang}.png"), full_page=True)
-                page.close()
-        finally:
-            context.close()
+    with offline_browser(tmp_path) as context:
+        context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(
+            ("file://", "data:")) else (asked.append(r.request.url), r.abort()))
+        for lang, path in pages.items():
+            page = context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(path.as_uri(), wait_until="load")
+            seen[lang] = page.evaluate("""() => ({
+                lang: document.documentElement.lang,
+                sections: [...document.querySelectorAll('section')].map(s => s.id),
+                images: [...document.images].map(i => i.complete && i.naturalWidth > 0),
+                alts: [...document.images].map(i => i.alt),
+                visible: [...document.querySelectorAll('section')].every(
+                    s => s.getBoundingClientRect().height > 0),
+                overflow: document.documentElement.scrollWidth
+                          - document.documentElement.clientWidth})""")
+            page.screenshot(path=str(tmp_path / f"compare-{lang}.png"), full_page=True)
+            page.close()
     assert asked == [] and errors == []
     for lang, s in seen.items():
         assert s["lang"] == lang and s["sections"] == SECTIONS and s["visible"], lang

@@ -24,7 +24,7 @@ from tests.harness import (
     sh,
 )
 from tests.test_report import Page
-from tests.test_report_browser import ARGS, chromium
+from tests.test_report_browser import offline_browser
 
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -189,8 +189,6 @@ def test_the_readme_says_what_to_set_before_the_first_experiment(finished_projec
 @pytest.mark.slow
 @pytest.mark.browser
 def test_snakemakes_report_times_each_rule_as_the_page_does(finished_project, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     proj, _ = finished_project("snakemake", tmp_path / "proj")
     report = tmp_path / "report.html"
     sh("snakemake", "--report", str(report), cwd=proj)
@@ -206,19 +204,12 @@ def test_snakemakes_report_times_each_rule_as_the_page_does(finished_project, tm
     for m in METHODS:
         assert abs(shown[m] - runtimes[m]) <= max(1.0, 0.25 * runtimes[m]), (m, shown, runtimes)
 
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(chromium()), headless=True,
-            args=ARGS, viewport={"width": 1400, "height": 1000})
-        try:
-            context.set_offline(True)
-            page = context.new_page()
-            page.goto(report.as_uri(), wait_until="load")
-            page.get_by_text("Statistics").first.click()
-            page.wait_for_selector(".vega-embed", timeout=30_000)
-            charts = page.eval_on_selector_all(
-                ".vega-embed", "els => els.map(e => e.getBoundingClientRect().height)")
-            page.screenshot(path=str(tmp_path / "snakemake-statistics.png"), full_page=True)
-        finally:
-            context.close()
+    with offline_browser(tmp_path, 1400, 1000) as context:
+        page = context.new_page()
+        page.goto(report.as_uri(), wait_until="load")
+        page.get_by_text("Statistics").first.click()
+        page.wait_for_selector(".vega-embed", timeout=30_000)
+        charts = page.eval_on_selector_all(
+            ".vega-embed", "els => els.map(e => e.getBoundingClientRect().height)")
+        page.screenshot(path=str(tmp_path / "snakemake-statistics.png"), full_page=True)
     assert len(charts) == 2 and all(h > 100 for h in charts)  # runtime and end date, by rule

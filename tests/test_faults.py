@@ -305,7 +305,7 @@ def outputs_into(stage: str, folder: Path) -> dict[str, Path]:
     """The stage's outputs by flag, every one pointing into `folder`."""
     s = BY_NAME[stage]
     return {flag: folder / Path(path).name
-            for flag, path in {**s.outputs, **s.metrics, **s.plots}.items()}
+            for flag, path in s.written.items()}
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ Needs /usr/bin/chromium: `make test-deps` installs it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -31,12 +32,25 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.mark.browser
-def test_report_opens_offline_with_every_figure_decoded(tmp_path):
+@contextlib.contextmanager
+def offline_browser(tmp_path: Path, width: int = 1200, height: int = 900):
+    """A Playwright context of Debian's headless Chromium: a fresh profile (no cache, no
+    extensions) under tmp_path, the network off."""
     from playwright.sync_api import sync_playwright
 
-    browser = chromium()
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(chromium()), headless=True,
+            args=ARGS, viewport={"width": width, "height": height})
+        try:
+            context.set_offline(True)
+            yield context
+        finally:
+            context.close()
 
+
+@pytest.mark.browser
+def test_report_opens_offline_with_every_figure_decoded(tmp_path):
     root = write_artifacts(tmp_path / "run")
     pages = {}
     for lang in LANGUAGES:  # the same artifacts, each language in turn
@@ -46,46 +60,36 @@ def test_report_opens_offline_with_every_figure_decoded(tmp_path):
     asked: list[str] = []  # every request that is not a page itself or an inline figure
     errors: list[str] = []
     seen: dict[str, dict] = {}
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh profile: no cache, no extensions
-            executable_path=str(browser), headless=True, args=ARGS,
-            viewport={"width": 1200, "height": 900},
-        )
-        try:
-            context.set_offline(True)
+    with offline_browser(tmp_path) as context:
+        def route(r):
+            if r.request.url.startswith(("file://", "data:")):
+                r.continue_()
+            else:
+                asked.append(r.request.url)
+                r.abort()
 
-            def route(r):
-                if r.request.url.startswith(("file://", "data:")):
-                    r.continue_()
-                else:
-                    asked.append(r.request.url)
-                    r.abort()
-
-            context.route("**/*", route)
-            for lang, page_file in pages.items():
-                page = context.new_page()
-                page.on("request", lambda req: None if req.url.startswith(("file://", "data:"))
-                        else asked.append(req.url))
-                page.on("console", lambda m, lang=lang: errors.append(f"{lang}: {m.text}")
-                        if m.type == "error" else None)
-                page.on("pageerror", lambda e, lang=lang: errors.append(f"{lang}: {e}"))
-                page.goto(page_file.as_uri(), wait_until="load")
-                seen[lang] = {
-                    "lang": page.evaluate("document.documentElement.lang"),
-                    "images": page.eval_on_selector_all(
-                        "img", "els => els.map(e => ({alt: e.alt, ok: e.complete,"
-                        " w: e.naturalWidth, h: e.naturalHeight}))"),
-                    "sections": page.eval_on_selector_all("section", "els => els.map(e => e.id)"),
-                    "rows": page.eval_on_selector_all("#accuracy-table tbody tr",
-                                                      "els => els.length"),
-                    "overflow": page.evaluate("document.documentElement.scrollWidth"
-                                              " - document.documentElement.clientWidth"),
-                }
-                page.screenshot(path=str(tmp_path / f"report-{lang}.png"), full_page=True)
-                page.close()
-        finally:
-            context.close()
+        context.route("**/*", route)
+        for lang, page_file in pages.items():
+            page = context.new_page()
+            page.on("request", lambda req: None if req.url.startswith(("file://", "data:"))
+                    else asked.append(req.url))
+            page.on("console", lambda m, lang=lang: errors.append(f"{lang}: {m.text}")
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e, lang=lang: errors.append(f"{lang}: {e}"))
+            page.goto(page_file.as_uri(), wait_until="load")
+            seen[lang] = {
+                "lang": page.evaluate("document.documentElement.lang"),
+                "images": page.eval_on_selector_all(
+                    "img", "els => els.map(e => ({alt: e.alt, ok: e.complete,"
+                    " w: e.naturalWidth, h: e.naturalHeight}))"),
+                "sections": page.eval_on_selector_all("section", "els => els.map(e => e.id)"),
+                "rows": page.eval_on_selector_all("#accuracy-table tbody tr",
+                                                  "els => els.length"),
+                "overflow": page.evaluate("document.documentElement.scrollWidth"
+                                          " - document.documentElement.clientWidth"),
+            }
+            page.screenshot(path=str(tmp_path / f"report-{lang}.png"), full_page=True)
+            page.close()
 
     assert asked == []
     assert errors == []

@@ -267,8 +267,7 @@ def report_flag(stage: str, flag: str) -> str:
 def page_inputs(stages: list[Stage]) -> dict[str, str]:
     """Every output of these stages but their wall-clock figures, by a page's names."""
     return {report_flag(s.name, flag): path for s in stages
-            for flag, path in {**s.outputs, **s.metrics, **s.plots, **s.kept}.items()
-            if flag != WALL_CLOCK_FLAG}
+            for flag, path in s.written.items() if flag != WALL_CLOCK_FLAG}
 
 
 def wall_clock_inputs(stages: list[Stage]) -> dict[str, str]:

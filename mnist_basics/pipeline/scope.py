@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mnist_basics import PipelineError
+from mnist_basics.artifacts import write_text
 from mnist_basics.params import PARAMS, load
 from mnist_basics.pipeline.definition import DATASETS, SAMPLE, dvcfile
 
@@ -43,7 +44,8 @@ def dvcfiles(params_path: str | Path = PARAMS) -> list[str]:
 def render(text: str, shown: Iterable[str]) -> str:
     """.dvcignore's text with its block hiding every dataset's dvc.yaml but `shown`'s; the
     rest of the file as it was."""
-    hidden = [f"/{dvcfile(d)}" for d in DATASETS if d != SAMPLE and d not in set(shown)]
+    shown = set(shown)
+    hidden = [f"/{dvcfile(d)}" for d in DATASETS if d != SAMPLE and d not in shown]
     lines = text.splitlines()
     if BEGIN in lines and END in lines[lines.index(BEGIN):]:
         start = lines.index(BEGIN)
@@ -61,9 +63,7 @@ def sync(shown: Iterable[str], root: str | Path = ".") -> None:
     old = path.read_text() if path.exists() else ""
     new = render(old, shown)
     if new != old:
-        tmp = path.with_name(f"{path.name}.tmp")
-        tmp.write_text(new)
-        tmp.replace(path)
+        write_text(path, new)
 
 
 OTHERS = [d for d in DATASETS if d != SAMPLE]  # the datasets with a dvc.yaml of their own

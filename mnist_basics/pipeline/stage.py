@@ -68,9 +68,14 @@ class Stage:
         return {**self.inputs, **self.side_inputs}
 
     @property
+    def written(self) -> dict[str, str]:
+        """flag -> path for everything the stage writes."""
+        return {**self.outputs, **self.metrics, **self.plots, **self.kept}
+
+    @property
     def files(self) -> dict[str, str]:
         """flag -> path for everything the stage reads and writes."""
-        return {**self.reads, **self.outputs, **self.metrics, **self.plots, **self.kept}
+        return {**self.reads, **self.written}
 
     @property
     def all_outputs(self) -> list[str]:

@@ -19,8 +19,6 @@ the page.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +48,7 @@ from mnist_basics.report.page import (
     environment,
     page_language,
     row_source,
+    rows_of,
 )
 
 if TYPE_CHECKING:
@@ -124,14 +123,13 @@ def load_run(name: str) -> Run:
         run.metrics[m] = {**json.loads(found), **json.loads(text(classes(m)) or "{}")}
         rows = text(history(m))
         if rows:
-            run.history[m] = [{k: float(v) if v else None for k, v in r.items()}
-                              for r in csv.DictReader(io.StringIO(rows))]
+            run.history[m] = rows_of(rows.splitlines(), f"{history(m)} of {name}")
         pred = arrays(predictions(m))
         if pred is not None:
             run.answers[m] = {k: v for k, v in pred.items() if k.startswith("pred")}
     rows = text(steps())
     if rows:
-        run.steps = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(io.StringIO(rows))]
+        run.steps = rows_of(rows.splitlines(), f"{steps()} of {name}")
     run.tensors = arrays(TENSORS)
     return run
 

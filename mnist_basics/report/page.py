@@ -17,7 +17,7 @@ import csv
 import hashlib
 import importlib.metadata
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,12 +93,16 @@ def read_arrays(path: Path, needs: set[str], stage: str) -> dict[str, np.ndarray
 def read_rows(path: Path) -> list[dict[str, float | None]]:
     """A history or steps CSV as rows of floats; an empty cell (no loss to report) is None."""
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        return rows_of(f, path)
+
+
+def rows_of(lines: Iterable[str], where: object) -> list[dict[str, float | None]]:
+    """read_rows of a CSV's lines, from wherever they come (`where` names them in errors)."""
     try:
         return [{k: float(v) if v not in ("", None) else None for k, v in r.items()}
-                for r in rows]
+                for r in csv.DictReader(lines)]
     except ValueError as e:
-        raise PipelineError(f"{path}: not a CSV of numbers ({e})") from None
+        raise PipelineError(f"{where}: not a CSV of numbers ({e})") from None
 
 
 
