@@ -84,7 +84,8 @@ class Resnet18(Section):
     max_momentum: Momentum  # SGD momentum at the start and end of the cycle,
     base_momentum: Momentum  # and at the peak lr
     channels_last: bool  # memory format for the convolutions
-    bf16: bool  # autocast matmuls and convolutions to bfloat16
+    # Autocast matmuls and convolutions to bfloat16; "auto": where the hardware runs it natively.
+    bf16: bool | Literal["auto"]
 
 
 class SgdExample(Section):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from mnist_basics import compat
 from mnist_basics.artifacts import load_tensors
 from mnist_basics.chapter.train import batch_accuracy, setup
 from mnist_basics.data.stack import load_sample
@@ -25,6 +26,7 @@ from mnist_basics.methods.resnet import (
     prepare,
     prepare_images,
     resnet18,
+    use_bf16,
     validate_epoch,
 )
 from mnist_basics.pipeline.definition import BY_NAME
@@ -36,12 +38,13 @@ TINY = {"train": {"device": "cpu", "seed": 7},
         "resnet18": {"batch_size": 16, "lr": 0.02}}  # 96 images: 6 steps
 
 
-def stock_resnet18() -> nn.Module:
+def stock_resnet18(classes: int = 2) -> nn.Module:
     """What the module docstring says resnet18() is, built from torchvision directly."""
     import torchvision
 
-    model = torchvision.models.resnet18(weights=None, num_classes=2)
+    model = torchvision.models.resnet18(weights=None, num_classes=classes)
     model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     return model
 
 
@@ -98,6 +101,27 @@ def test_resnet18_is_torchvisions_function():
     F.cross_entropy(stock(x), torch.arange(8) % 2).backward()
     for (name, a), b in zip(ours.named_parameters(), stock.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_resnet18_starts_from_the_weights_torchvision_gives_the_same_seed(classes):
+    torch.manual_seed(3)
+    ours = resnet18(classes=classes).state_dict()
+    after_ours = torch.rand(4)  # what the seed's generator gives next
+    torch.manual_seed(3)
+    stock = stock_resnet18(classes).state_dict()
+    after_stock = torch.rand(4)
+    assert list(ours) == list(stock)  # same names, same order
+    for name, tensor in stock.items():
+        assert torch.equal(ours[name], tensor), name
+    assert torch.equal(after_ours, after_stock)
+
+
+def test_bf16_auto_follows_the_hardware_and_true_or_false_is_kept():
+    cpu = torch.device("cpu")
+    assert use_bf16("auto", cpu) is compat.cpu_has_bf16()
+    assert use_bf16(True, cpu) is True and use_bf16(False, cpu) is False
+    assert use_bf16("auto", torch.device("meta")) is False  # neither a CPU nor a GPU
 
 
 def test_images_are_normalised_with_the_training_statistics(tiny_tensors):
@@ -214,7 +238,8 @@ def test_stage_writes_every_output(two_runs):
     assert card["params"] == {"train": {**COMMITTED["train"], **TINY["train"]},
                               "resnet18": {**COMMITTED["resnet18"], **TINY["resnet18"]}}
     assert card["input"]["channels"] == 1 and 0 < card["input"]["std"]
-    assert card["input"]["autocast"] == "bfloat16"
+    # resnet18.bf16 is "auto": bfloat16 only where this CPU runs it natively.
+    assert card["input"]["autocast"] == ("bfloat16" if compat.cpu_has_bf16() else "none")
 
     preds = load_tensors(a / "models/resnet18_valid.safetensors")
     assert {k: (list(v.shape), v.dtype) for k, v in preds.items()} == {

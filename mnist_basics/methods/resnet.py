@@ -2,8 +2,9 @@
 
 The book ends chapter 4 with `cnn_learner(dls, resnet18, pretrained=False,
 loss_func=F.cross_entropy)` and `learn.fit_one_cycle(1, 0.1)`: 0.997 accuracy in one epoch
-on a GPU. Here the same network, `torchvision.models.resnet18(weights=None, num_classes=2)`,
-is trained by `fit_one_cycle` below (run it as `python stages/resnet18.py`):
+on a GPU. Here the same network, `torchvision.models.resnet18(weights=None, num_classes=2)`
+(`ResNet18` below writes it out), is trained by `fit_one_cycle` below (run it as
+`python stages/resnet18.py`):
 
 - Grayscale input: conv1 is replaced by a 1-in-channel conv (7x7, stride 2, 64 filters).
   Repeating the digit into 3 identical channels only makes sense to reuse pretrained RGB
@@ -20,10 +21,11 @@ is trained by `fit_one_cycle` below (run it as `python stages/resnet18.py`):
   that lr is too high for SGD here, and the README's results section gives the spread.
 - Speed on a CPU: the tensors sit in memory already normalised (no DataLoader, no decoding),
   batches are the same size (the last partial batch is dropped, as fastai's training
-  DataLoader does) so oneDNN reuses its kernels, convolutions run channels_last under
-  bfloat16 autocast (`resnet18.bf16`: for CPUs with avx512_bf16 or AMX, and CUDA), layer4
-  skips its padding taps, the optimizer step is fused, and the validation set is scored
-  once per epoch in large batches under `torch.inference_mode`. What each of these is
+  DataLoader does) so oneDNN reuses its kernels, convolutions run channels_last (under
+  bfloat16 autocast where the hardware has it: `resnet18.bf16: auto`), layer4 skips its
+  padding taps, the model is written out rather than imported from torchvision (1.5 s
+  less per process), the optimizer step is fused, and the validation set is scored once
+  per epoch in large batches under `torch.inference_mode`. What each of these is
   worth is measured by `python bench/resnet18_bench.py speed` (bench/README.md).
 
 On the full MNIST the same network has ten outputs, one per digit (`resnet18(classes=10)`),
@@ -109,17 +111,66 @@ class OnePixelConv2d(nn.Conv2d):
         return F.linear(pixels, taps, self.bias).view(n, -1, 1, 1)  # [N, O, 1, 1]
 
 
-def _one_pixel_convs(module: nn.Module) -> None:
-    """Swap every nn.Conv2d for a OnePixelConv2d holding the same parameters."""
-    for name, child in module.named_children():
-        if type(child) is nn.Conv2d:
-            conv = OnePixelConv2d(child.in_channels, child.out_channels, child.kernel_size,
-                                  stride=child.stride, padding=child.padding,
-                                  bias=child.bias is not None, device="meta")
-            conv.weight, conv.bias = child.weight, child.bias
-            setattr(module, name, conv)
-        else:
-            _one_pixel_convs(child)
+def _conv(cin: int, cout: int, kernel: int, stride: int, one_pixel: bool) -> nn.Conv2d:
+    conv = OnePixelConv2d if one_pixel else nn.Conv2d
+    return conv(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's resnet18 block: two 3x3 convs with batchnorm, plus the shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int, one_pixel: bool):
+        super().__init__()
+        # Created first and registered last, as torchvision does.
+        downsample = None if stride == 1 and cin == cout else nn.Sequential(
+            _conv(cin, cout, 1, stride, one_pixel), nn.BatchNorm2d(cout))
+        self.conv1 = _conv(cin, cout, 3, stride, one_pixel)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv(cout, cout, 3, 1, one_pixel)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    """`torchvision.models.resnet18(weights=None, num_classes=classes)`, written out.
+
+    The same modules, created in the same order and initialised the same way, so the same
+    seed gives the same starting weights and the checkpoint has torchvision's tensor names
+    (tests/test_resnet18.py checks both). Written here because importing torchvision costs
+    each process that builds the model ~1.5 s, more than a tenth of the stage.
+    """
+
+    def __init__(self, classes: int, one_pixel: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        widths = ((64, 1), (128, 2), (256, 2), (512, 2))
+        cin = 64
+        for i, (cout, stride) in enumerate(widths, start=1):
+            setattr(self, f"layer{i}", nn.Sequential(
+                BasicBlock(cin, cout, stride, one_pixel), BasicBlock(cout, cout, 1, one_pixel)))
+            cin = cout
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.avgpool(x).flatten(1))
 
 
 def resnet18(one_pixel: bool = True, classes: int = CLASSES) -> nn.Module:
@@ -128,14 +179,11 @@ def resnet18(one_pixel: bool = True, classes: int = CLASSES) -> nn.Module:
 
     `one_pixel=False` keeps torchvision's plain convolutions (same function, slower on a CPU).
     """
-    from torchvision.models import resnet18 as tv_resnet18  # ~1 s to import: only when needed
-
-    model = tv_resnet18(weights=None, num_classes=classes)
+    model = ResNet18(classes, one_pixel)
+    # The RGB stem is built first and then replaced, as torchvision's would be: the seed's
+    # random numbers fall on the same weights.
     model.conv1 = nn.Conv2d(CHANNELS, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    # The same init torchvision gives the conv1 it replaced.
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    if one_pixel:
-        _one_pixel_convs(model)  # same parameters, same function: only faster on small maps
     return model
 
 
@@ -148,10 +196,20 @@ def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def use_bf16(setting: bool | str, device: torch.device) -> bool:
+    """`resnet18.bf16`: true or false as set; "auto" where bfloat16 is native, so faster
+    than float32 (a CUDA GPU that supports it, a CPU with avx512_bf16 or AMX)."""
+    if setting != "auto":
+        return bool(setting)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and compat.cpu_has_bf16()
+
+
 def warn_if_slow_bf16(device: torch.device, bf16: bool) -> None:
     """Without bfloat16 instructions a CPU emulates them: slower than float32, not faster."""
     if bf16 and device.type == "cpu" and not compat.cpu_has_bf16():
-        log.warning("this CPU has no bfloat16 instructions: set resnet18.bf16 to false "
+        log.warning("this CPU has no bfloat16 instructions: set resnet18.bf16 to auto "
                     "in params.yaml for a faster run")
 
 
@@ -287,11 +345,12 @@ def train_resnet18(params: Mapping, tensors: Path, dataset: str = "mnist_sample"
     data = prepare(load_sample(tensors), device, p.channels_last)
     # Built on the CPU from the seeded generator, then moved: the same start on every device.
     model = resnet18(classes=classes).to(device, memory_format=memory_format(p.channels_last))
+    bf16 = use_bf16(p.bf16, device)
     run = fit_one_cycle(model, data, lr=p.lr, epochs=p.epochs, batch_size=p.batch_size,
                         pct_start=p.pct_start, weight_decay=p.weight_decay,
                         max_momentum=p.max_momentum, base_momentum=p.base_momentum,
-                        bf16=p.bf16, seed=train.seed, binary=layout.binary)
-    card = model_card("resnet18", arch=arch(classes), input=card_input(data, p.bf16),
+                        bf16=bf16, seed=train.seed, binary=layout.binary)
+    card = model_card("resnet18", arch=arch(classes), input=card_input(data, bf16),
                       params=params, labels=labels)
     return trained_result(run, state=model.state_dict(), card=card, valid_y=data.valid_y,
                           names=layout.names, clock=clock, device=device)

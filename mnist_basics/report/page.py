@@ -204,7 +204,8 @@ def key_params(method: str, params: Mapping[str, dict]) -> str:
         return _("lr %(lr)s, batch %(batch)s, %(epochs)s, %(hidden)s hidden") % {
             **v, "hidden": p["hidden"]}
     return (_("one-cycle to lr %(lr)s, batch %(batch)s, %(epochs)s, weight decay %(wd)s") % {
-        **v, "wd": p["weight_decay"]} + (", bf16" if p["bf16"] else ""))
+        **v, "wd": p["weight_decay"]}
+        + {True: ", bf16", False: "", "auto": ", " + _("bf16 where native")}[p["bf16"]])
 
 
 
