@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run repro mnist mnist-dvc spread spread-dvc experiments test test-fast lint bench test-deps dvc.yaml readme messages push pull clean lock
+.PHONY: help venv fastai-venv run repro mnist mnist-dvc spread spread-dvc experiments test test-fast lint bench test-deps dvc.yaml readme messages push pull clean lock
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,6 +20,17 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 venv: $(STAMP)  ## create .venv with every dependency pinned exactly
+
+# The book's notebook runs with fastai in its own environment, beside the same torch, for
+# `make bench` to time it next to the pipeline (bench/notebook.py).
+FASTAI_VENV := .venv-fastai
+FASTAI_STAMP := $(FASTAI_VENV)/.installed
+$(FASTAI_STAMP): bench/fastai-requirements.txt
+	test -d $(FASTAI_VENV) || python3 -m venv $(FASTAI_VENV)
+	$(FASTAI_VENV)/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+fastai-venv: $(FASTAI_STAMP)  ## create .venv-fastai: fastai, for make bench to run the notebook beside
 
 # Both build each dataset that params.yaml `datasets` lists: the chapter's MNIST_SAMPLE, and
 # the full MNIST too once `mnist` is added there.
@@ -83,8 +94,10 @@ lint: $(STAMP)  ## ruff, and check that the dvc.yaml files, rules/*.smk and the 
 dvc.yaml: $(STAMP)  ## regenerate the dvc.yaml files and rules/*.smk from mnist_basics/pipeline/definition.py
 	python -m mnist_basics.pipeline.engines
 
-bench: $(STAMP)  ## time the pipeline; writes bench/results.json
-	python bench/run.py
+# FASTAI=no times the pipeline alone, without building .venv-fastai (~6 GB).
+FASTAI ?= yes
+bench: $(STAMP) $(if $(filter no,$(FASTAI)),,$(FASTAI_STAMP))  ## time the pipeline, and beside fastai; writes bench/results.json
+	python bench/run.py $(if $(filter no,$(FASTAI)),--no-fastai)
 
 readme: $(STAMP)  ## regenerate the README's results and performance tables
 	python -m mnist_basics.report.readme
