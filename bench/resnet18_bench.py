@@ -34,18 +34,22 @@ from mnist_basics.methods.resnet import (  # noqa: E402
     param_groups,
     prepare,
     resnet18,
+    use_bf16,
 )
 from mnist_basics.params import load  # noqa: E402
 
-# name -> (batch size, channels_last, bf16, one-pixel convs); the stage's default is first.
+# name -> (batch size, channels_last, bf16, one-pixel convs); the stage's default is first:
+# bfloat16 where this machine runs it natively (resnet18.bf16: auto), else float32.
+NATIVE = use_bf16("auto", torch.device("cpu"))
 SETUPS = {
-    "default: bs256 channels_last bf16 one-pixel": (256, True, True, True),
-    "plain torchvision convs": (256, True, True, False),
-    "float32": (256, True, False, True),
-    "contiguous (NCHW)": (256, False, True, True),
+    f"default: bs256 channels_last {'bf16' if NATIVE else 'float32'} one-pixel":
+        (256, True, NATIVE, True),
+    "plain torchvision convs": (256, True, NATIVE, False),
+    "float32" if NATIVE else "bf16 (emulated here)": (256, True, not NATIVE, True),
+    "contiguous (NCHW)": (256, False, NATIVE, True),
     "float32 NCHW plain (the naive setup)": (256, False, False, False),
-    "batch 128": (128, True, True, True),
-    "batch 512": (512, True, True, True),
+    "batch 128": (128, True, NATIVE, True),
+    "batch 512": (512, True, NATIVE, True),
 }
 
 
@@ -94,7 +98,10 @@ def accuracy(args) -> None:
     p = params["resnet18"].model_dump()
     for item in args.set:
         key, value = item.split("=", 1)
-        p[key] = value.lower() == "true" if isinstance(p[key], bool) else type(p[key])(value)
+        if key == "bf16":  # true, false or auto
+            p[key] = value if value == "auto" else value.lower() == "true"
+        else:
+            p[key] = value.lower() == "true" if isinstance(p[key], bool) else type(p[key])(value)
     data = prepare(load_sample(args.tensors), torch.device("cpu"), p["channels_last"])
     print(f"threads {torch.get_num_threads()}; resnet18 {p}")
     for seed in args.seeds:
@@ -103,7 +110,8 @@ def accuracy(args) -> None:
         run = fit_one_cycle(model, data, seed=seed, lr=p["lr"], epochs=p["epochs"],
                             batch_size=p["batch_size"], pct_start=p["pct_start"],
                             weight_decay=p["weight_decay"], max_momentum=p["max_momentum"],
-                            base_momentum=p["base_momentum"], bf16=p["bf16"])
+                            base_momentum=p["base_momentum"],
+                            bf16=use_bf16(p["bf16"], torch.device("cpu")))
         last = run.history[-1]
         print(f"seed {seed:3d}: accuracy {last['valid_accuracy']:.4f}, valid_loss "
               f"{last['valid_loss']:.4f}, train+validate {run.train_seconds:.1f} s, "

@@ -82,6 +82,13 @@ def mnist_table(root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
+SIDE_BY_SIDE = {  # bench/side_by_side.py's comparisons, as the README names them
+    "chapter": "the chapter: clean `make run` / the notebook, archive to resnet18",
+    "resnet18": "resnet18: the stage / `fit_one_cycle(1, 0.1)`",
+    "mnist_resnet18": "full MNIST resnet18: the stage / `fit_one_cycle(1, 0.1)`",
+}
+
+
 def performance_table(bench: Path = BENCH) -> str:
     r = json.loads(bench.read_text())
     runs = "One run" if r["runs"] == 1 else f"Medians of {r['runs']} runs"
@@ -89,8 +96,20 @@ def performance_table(bench: Path = BENCH) -> str:
              f"({r['machine']['cores']} cores), real data, default params:", "",
              "| figure | measured | target | |", "|---|---|---|---|"]
     for name, t in r["targets"].items():
-        lines.append(f"| {name} | {t['value']:g} {t['unit']} | ≤ {t['limit']:g} {t['unit']} | "
+        unit = "×" if t["unit"] == "x" else f" {t['unit']}"
+        lines.append(f"| {name} | {t['value']:g}{unit} | ≤ {t['limit']:g}{unit} | "
                      f"{'met' if t['met'] else '**missed**'} |")
+    side = r.get("side_by_side")
+    if side:
+        some = next(iter(side.values()))
+        lines += ["", f"Beside the book's notebook run with fastai (same torch, same machine, "
+                  f"{some['rounds']} alternating rounds; medians, with the range):", "",
+                  "| comparison | this pipeline | fastai | ratio |", "|---|---|---|---|"]
+        for name, v in side.items():
+            lines.append(f"| {SIDE_BY_SIDE.get(name, name)} | {v['ours_s']:.1f} s "
+                         f"({v['ours_range'][0]:.1f}–{v['ours_range'][1]:.1f}) | "
+                         f"{v['fastai_s']:.1f} s ({v['fastai_range'][0]:.1f}–"
+                         f"{v['fastai_range'][1]:.1f}) | {v['ratio']:.2f}× |")
     by = r["figures"].get("spread_by_cores")
     if by:
         jobs = next(iter(by.values()))["jobs"]
