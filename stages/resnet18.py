@@ -2,9 +2,10 @@
 
 The book's last model (`cnn_learner(dls, resnet18, pretrained=False)` then
 `fit_one_cycle(1, 0.1)`): cross-entropy over the classes 3 and 7, SGD with Nesterov momentum,
-bfloat16 autocast on channels_last tensors. Besides the outputs every training stage writes,
-`--steps` records the loss and learning rate of each optimizer step. Reads params sections
-`train` and `resnet18`; `mnist_basics/methods/resnet.py` explains the choices.
+channels_last tensors, bfloat16 autocast where the hardware runs it natively. Besides the
+outputs every training stage writes, `--steps` records the loss and learning rate of each
+optimizer step. Reads params sections `train` and `resnet18`; `mnist_basics/methods/resnet.py`
+explains the choices.
 
 On the full MNIST (`--dataset mnist`) it has ten outputs (params `mnist.resnet18`).
 
