@@ -381,6 +381,8 @@ def main() -> int:
     ap.add_argument("--no-fastai", action="store_true", help="skip the side-by-side rounds")
     ap.add_argument("--fastai-rounds", type=int, default=None,
                     help="alternating rounds of each side-by-side comparison (default: --runs)")
+    ap.add_argument("--fastai-mnist-rounds", type=int, default=None,
+                    help="those of the full MNIST's, ~10 minutes each (default: --fastai-rounds)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: one run, short training, the archive accepted by its md5")
     ap.add_argument("--keep", action="store_true", help="keep the scratch project (path printed)")
@@ -390,7 +392,9 @@ def main() -> int:
     if archive is None or not archive.is_file():
         ap.error("no archive: pass --archive or set MNIST_SAMPLE_URL to a local mnist_sample.tgz")
     archive = archive.resolve()
-    fastai = args.fastai or (None if args.quick else side_by_side.FASTAI_PYTHON)
+    # absolute(), not resolve(): a venv's python is a symlink that must stay the venv's.
+    fastai = (args.fastai or (None if args.quick else side_by_side.FASTAI_PYTHON))
+    fastai = fastai.absolute() if fastai else None
     if args.no_fastai:
         fastai = None
     elif fastai is not None and not fastai.is_file():
@@ -421,8 +425,9 @@ def main() -> int:
         spread = spread_by_cores(proj, env, spread_cores)
         full = full_mnist(proj, env) if mnist else None
         side = side_by_side.summary(side_by_side.rounds(
-            timed, proj, env, fastai, archive, digits if mnist else None,
-            args.fastai_rounds or runs, log=lambda m: print(m, file=sys.stderr, flush=True),
+            timed, proj, env, fastai, archive, digits, args.fastai_rounds or runs,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+            n_mnist=args.fastai_mnist_rounds,
         )) if fastai else {}
     finally:
         if args.keep:

@@ -22,7 +22,7 @@ import os
 import statistics
 from pathlib import Path
 
-from mnist_basics.pipeline.definition import BY_DATASET
+from mnist_basics.pipeline.definition import BY_DATASET, tensors
 from tests.harness import SNAKEMAKE, clean_outputs
 
 BENCH = Path(__file__).resolve().parent
@@ -53,8 +53,9 @@ def _stage(timed, proj: Path, env: dict, dataset: str) -> float:
 
 
 def rounds(timed, proj: Path, env: dict, fastai_python: Path, archive: Path,
-           digits: Path | None, n: int, log) -> dict[str, list[dict]]:
-    """`n` alternating rounds of each comparison: {comparison: [one dict per round]}."""
+           digits: Path | None, n: int, log, n_mnist: int | None = None) -> dict[str, list[dict]]:
+    """`n` alternating rounds of each comparison (`n_mnist` of the full MNIST's, default `n`):
+    {comparison: [one dict per round]}."""
     out: dict[str, list[dict]] = {"chapter": [], "resnet18": []}
     for i in range(n):
         clean_outputs(proj)
@@ -72,15 +73,16 @@ def rounds(timed, proj: Path, env: dict, fastai_python: Path, archive: Path,
             f"{out['resnet18'][-1]['fastai']:.1f} s")
     if digits is None:
         return out
-    timed(("snakemake", "mnist", *SNAKEMAKE[1:]), proj, env)  # its tensors, once
+    timed(("snakemake", tensors("mnist"), *SNAKEMAKE[1:]), proj, env)  # the stage's input
     out["mnist_resnet18"] = []
-    for i in range(n):
+    n_mnist = n if n_mnist is None else n_mnist
+    for i in range(n_mnist):
         ours = _stage(timed, proj, env, "mnist")
         nb = notebook(timed, fastai_python, "resnet18", digits, env)
         out["mnist_resnet18"].append({"ours": ours, "fastai": nb["seconds"]["resnet18_fit"],
                                       "fastai_process": nb["wall_s"],
                                       "fastai_accuracy": nb["resnet18_accuracy"]})
-        log(f"side by side, full MNIST round {i + 1}/{n}: resnet18 {ours:.1f} s vs "
+        log(f"side by side, full MNIST round {i + 1}/{n_mnist}: resnet18 {ours:.1f} s vs "
             f"{out['mnist_resnet18'][-1]['fastai']:.1f} s")
     return out
 
@@ -112,11 +114,11 @@ def verdicts(side: dict[str, dict]) -> dict[str, dict]:
 
 
 def table(side: dict[str, dict]) -> list[str]:
-    lines = [f"{'side by side (median, range)':32s} {'ours s':>22s} {'fastai s':>24s} "
-             f"{'ratio':>6s}"]
+    lines = [f"{'side by side (median, range)':32s} {'rounds':>6s} {'ours s':>21s} "
+             f"{'fastai s':>22s} {'ratio':>6s}"]
     for name, s in side.items():
         lo, hi = s["ours_range"]
         flo, fhi = s["fastai_range"]
-        lines.append(f"{name:32s} {s['ours_s']:7.1f} ({lo:5.1f}-{hi:5.1f}) "
+        lines.append(f"{name:32s} {s['rounds']:6d} {s['ours_s']:7.1f} ({lo:5.1f}-{hi:5.1f}) "
                      f"{s['fastai_s']:8.1f} ({flo:5.1f}-{fhi:5.1f}) {s['ratio']:6.2f}")
     return lines

@@ -101,12 +101,12 @@ def performance_table(bench: Path = BENCH) -> str:
                      f"{'met' if t['met'] else '**missed**'} |")
     side = r.get("side_by_side")
     if side:
-        some = next(iter(side.values()))
-        lines += ["", f"Beside the book's notebook run with fastai (same torch, same machine, "
-                  f"{some['rounds']} alternating rounds; medians, with the range):", "",
-                  "| comparison | this pipeline | fastai | ratio |", "|---|---|---|---|"]
+        lines += ["", "Beside the book's notebook run with fastai (same torch, same machine, "
+                  "alternating rounds; medians, with the range):", "",
+                  "| comparison | rounds | this pipeline | fastai | ratio |",
+                  "|---|---|---|---|---|"]
         for name, v in side.items():
-            lines.append(f"| {SIDE_BY_SIDE.get(name, name)} | {v['ours_s']:.1f} s "
+            lines.append(f"| {SIDE_BY_SIDE.get(name, name)} | {v['rounds']} | {v['ours_s']:.1f} s "
                          f"({v['ours_range'][0]:.1f}–{v['ours_range'][1]:.1f}) | "
                          f"{v['fastai_s']:.1f} s ({v['fastai_range'][0]:.1f}–"
                          f"{v['fastai_range'][1]:.1f}) | {v['ratio']:.2f}× |")
