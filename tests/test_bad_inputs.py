@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Literal, get_origin
+from types import UnionType
+from typing import Literal, Union, get_origin
 
 import numpy as np
 import pytest
@@ -292,6 +293,8 @@ def wrong_type(field) -> object:
         return 1
     if get_origin(t) is list:
         return "12"
+    if get_origin(t) in (Union, UnionType):  # such as bool | Literal["auto"]: neither
+        return 12
     return {str: 12, int: "12", float: "0.1", bool: "yes"}[t]
 
 
