@@ -36,7 +36,9 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from mnist_basics.params import PARAMS, load_yaml
+import yaml
+
+from mnist_basics.params import PARAMS, Loader
 from mnist_basics.pipeline import scope
 from mnist_basics.pipeline.definition import (
     DATASETS,
@@ -51,12 +53,20 @@ BUSY = ("another DVC process (a `dvc repro`?) is working in this project; wait f
         "finish, then run again")
 
 
+class LockLoader(getattr(yaml, "CSafeLoader", Loader)):
+    """The params' YAML 1.2 reading on libyaml's parser, where PyYAML has it: every engine
+    start reads each dvc.lock (~1,000 lines each), and the pure-Python parser took most of
+    a no-op run's second."""
+
+    yaml_implicit_resolvers = Loader.yaml_implicit_resolvers
+
+
 def read_lock(path: str | Path = "dvc.lock") -> dict:
     """dvc.lock's stages, or {} before anything was recorded (read as DVC wrote it: YAML 1.2)."""
     path = Path(path)
     if not path.exists():
         return {}
-    return (load_yaml(path.read_text()) or {}).get("stages", {})
+    return (yaml.load(path.read_text(), Loader=LockLoader) or {}).get("stages", {})
 
 
 def params_of(stage: Stage, params: Mapping[str, Mapping]) -> dict:
