@@ -95,8 +95,7 @@ class Jobs:
         self.values = values
         self.all = [*dataset_stages(DATASETS), *spread_jobs(values)]
         self._by_address = {j.address: j for j in self.all}
-        self._locks = {f: read_lock(f.replace(".yaml", ".lock"))
-                       for f in dict.fromkeys(j.dvcfile for j in self.all)}
+        self._locks: dict[str, dict] = {}  # read when a rule first asks: a run reads only its own
 
     def job(self, address: str, wildcards: Mapping[str, object]) -> Stage:
         """The concrete stage a rule runs: `spread/dvc.yaml:mlp` with seed 3 is `...:mlp@3`."""
@@ -107,6 +106,8 @@ class Jobs:
 
     def params_changed(self, address: str, wildcards: Mapping[str, object]) -> bool:
         job = self.job(address, wildcards)
+        if job.dvcfile not in self._locks:
+            self._locks[job.dvcfile] = read_lock(job.dvcfile.replace(".yaml", ".lock"))
         return params_changed(job, self.values, self._locks[job.dvcfile])
 
     def params_yaml(self, address: str):
