@@ -155,8 +155,9 @@ def test_a_fresh_run_reaches_the_books_figures(fresh_clone):
     # resnet18, one epoch from scratch: the README gives the spread over seeds.
     assert m["resnet18"]["accuracy"] >= 0.995
     assert min(m["resnet18"]["accuracy_3"], m["resnet18"]["accuracy_7"]) >= 0.99
+    batch = load(fresh_clone / "params.yaml", "resnet18")["resnet18"].batch_size
     steps = list(csv.DictReader((fresh_clone / "metrics/resnet18_steps.csv").open()))
-    assert len(steps) == 12396 // 256  # the last partial batch dropped
+    assert len(steps) == 12396 // batch  # the last partial batch dropped
     t = json.loads((fresh_clone / timing("resnet18")).read_text())
-    assert t["images_per_second"] == pytest.approx(len(steps) * 256 / t["train_seconds"],
+    assert t["images_per_second"] == pytest.approx(len(steps) * batch / t["train_seconds"],
                                                    rel=0.01)
