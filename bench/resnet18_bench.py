@@ -39,17 +39,18 @@ from mnist_basics.methods.resnet import (  # noqa: E402
 from mnist_basics.params import load  # noqa: E402
 
 # name -> (batch size, channels_last, bf16, one-pixel convs); the stage's default is first:
-# bfloat16 where this machine runs it natively (resnet18.bf16: auto), else float32.
+# params.yaml's batch size, bfloat16 where this machine runs it natively (resnet18.bf16:
+# auto), else float32.
+BATCH = load(ROOT / "params.yaml", "resnet18")["resnet18"].batch_size
 NATIVE = use_bf16("auto", torch.device("cpu"))
 SETUPS = {
-    f"default: bs256 channels_last {'bf16' if NATIVE else 'float32'} one-pixel":
-        (256, True, NATIVE, True),
-    "plain torchvision convs": (256, True, NATIVE, False),
-    "float32" if NATIVE else "bf16 (emulated here)": (256, True, not NATIVE, True),
-    "contiguous (NCHW)": (256, False, NATIVE, True),
-    "float32 NCHW plain (the naive setup)": (256, False, False, False),
-    "batch 128": (128, True, NATIVE, True),
-    "batch 512": (512, True, NATIVE, True),
+    f"default: bs{BATCH} channels_last {'bf16' if NATIVE else 'float32'} one-pixel":
+        (BATCH, True, NATIVE, True),
+    "plain torchvision convs": (BATCH, True, NATIVE, False),
+    "float32" if NATIVE else "bf16 (emulated here)": (BATCH, True, not NATIVE, True),
+    "contiguous (NCHW)": (BATCH, False, NATIVE, True),
+    "float32 NCHW plain (the naive setup)": (BATCH, False, False, False),
+    **{f"batch {b}": (b, True, NATIVE, True) for b in (64, 128, 256, 512) if b != BATCH},
 }
 
 
