@@ -38,20 +38,22 @@ from mnist_basics.methods.resnet import (  # noqa: E402
 )
 from mnist_basics.params import load  # noqa: E402
 
-# name -> (batch size, channels_last, bf16, one-pixel convs); the stage's default is first:
-# params.yaml's batch size, bfloat16 where this machine runs it natively (resnet18.bf16:
-# auto), else float32.
-BATCH = load(ROOT / "params.yaml", "resnet18")["resnet18"].batch_size
 NATIVE = use_bf16("auto", torch.device("cpu"))
-SETUPS = {
-    f"default: bs{BATCH} channels_last {'bf16' if NATIVE else 'float32'} one-pixel":
-        (BATCH, True, NATIVE, True),
-    "plain torchvision convs": (BATCH, True, NATIVE, False),
-    "float32" if NATIVE else "bf16 (emulated here)": (BATCH, True, not NATIVE, True),
-    "contiguous (NCHW)": (BATCH, False, NATIVE, True),
-    "float32 NCHW plain (the naive setup)": (BATCH, False, False, False),
-    **{f"batch {b}": (b, True, NATIVE, True) for b in (64, 128, 256, 512) if b != BATCH},
-}
+
+
+def setups(batch: int) -> dict[str, tuple[int, bool, bool, bool]]:
+    """name -> (batch size, channels_last, bf16, one-pixel convs); the stage's default is
+    first: the params file's batch size, bfloat16 where this machine runs it natively
+    (resnet18.bf16: auto), else float32."""
+    return {
+        f"default: bs{batch} channels_last {'bf16' if NATIVE else 'float32'} one-pixel":
+            (batch, True, NATIVE, True),
+        "plain torchvision convs": (batch, True, NATIVE, False),
+        "float32" if NATIVE else "bf16 (emulated here)": (batch, True, not NATIVE, True),
+        "contiguous (NCHW)": (batch, False, NATIVE, True),
+        "float32 NCHW plain (the naive setup)": (batch, False, False, False),
+        **{f"batch {b}": (b, True, NATIVE, True) for b in (64, 128, 256, 512) if b != batch},
+    }
 
 
 def time_steps(x: torch.Tensor, y: torch.Tensor, batch_size: int, channels_last: bool,
@@ -83,9 +85,10 @@ def speed(args) -> None:
     n_train = len(data.train_x)
     print(f"threads {torch.get_num_threads()}, {args.steps} steps x {args.repeat} repeats; "
           f"epoch = {n_train} images")
-    rates: dict[str, list[float]] = {name: [] for name in SETUPS}
+    each = setups(load(args.params, "resnet18")["resnet18"].batch_size)
+    rates: dict[str, list[float]] = {name: [] for name in each}
     for _ in range(args.repeat):  # setups take turns, so a busy spell hits them all alike
-        for name, (bs, cl, bf16, one_pixel) in SETUPS.items():
+        for name, (bs, cl, bf16, one_pixel) in each.items():
             seconds = time_steps(data.train_x, data.train_y, bs, cl, bf16, one_pixel, args.steps)
             rates[name].append(args.steps * bs / seconds)
     print(f"{'setup':45s} {'img/s best':>10s} {'median':>8s} {'epoch s (best)':>15s}")
