@@ -86,6 +86,15 @@ def test_one_pixel_conv_computes_what_conv2d_computes(channels, size, kernel, st
     torch.testing.assert_close(grads[1][1], grads[0][1])  # w.r.t. every tap, zeros included
 
 
+def test_one_pixel_conv_keeps_a_plain_kernel_in_a_channels_last_model():
+    model = resnet18().to(memory_format=torch.channels_last)
+    conv = model.layer4[1].conv2
+    assert conv.weight.is_contiguous()  # else the fused SGD step copies it there and back
+    assert model.layer3[1].conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    F.cross_entropy(model(torch.randn(4, 1, 28, 28)), torch.arange(4) % 2).backward()
+    assert conv.weight.grad.stride() == conv.weight.stride()  # no copy to match it either
+
+
 def test_resnet18_is_torchvisions_function():
     torch.manual_seed(0)
     ours, stock = resnet18(), stock_resnet18()

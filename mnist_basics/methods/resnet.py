@@ -87,6 +87,28 @@ ARCH = arch()
 
 
 # -- The model -------------------------------------------------------------------------------
+class LiveTaps(torch.autograd.Function):
+    """`weight[:, :, top:top + rows, left:left + cols].flatten(1)`, with a cheaper backward.
+
+    Autograd's own backward of the two slices allocates and zero-fills the full kernel twice
+    and copies it twice more; this one writes the taps' gradient into a single zero tensor
+    laid out like the weight: the same numbers, and ~5% of a resnet18 training step less.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, top: int, left: int, rows: int, cols: int) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.box = (top, left, rows, cols)
+        return weight[:, :, top:top + rows, left:left + cols].flatten(1)  # [O, C*rows*cols]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (weight,), (top, left, rows, cols) = ctx.saved_tensors, ctx.box
+        full = torch.zeros_like(weight)  # the dead taps' gradient is zero
+        full[:, :, top:top + rows, left:left + cols] = grad.view(*weight.shape[:2], rows, cols)
+        return full, None, None, None, None
+
+
 class OnePixelConv2d(nn.Conv2d):
     """An `nn.Conv2d` that computes a one-pixel output as a single matrix product.
 
@@ -107,8 +129,16 @@ class OnePixelConv2d(nn.Conv2d):
             return super().forward(x)
         rows, cols = min(h, kh - ph), min(w, kw - pw)  # the input pixels inside the window
         pixels = x[:, :, :rows, :cols].flatten(1)  # [N, C*rows*cols]
-        taps = self.weight[:, :, ph:ph + rows, pw:pw + cols].flatten(1)  # [O, C*rows*cols]
+        taps = LiveTaps.apply(self.weight, ph, pw, rows, cols)  # [O, C*rows*cols]
         return F.linear(pixels, taps, self.bias).view(n, -1, 1, 1)  # [N, O, 1, 1]
+
+    def _apply(self, fn, recurse=True):
+        # Kept in the plain layout whatever `.to(memory_format=...)` asks: the taps are sliced
+        # out, so the layout never reaches oneDNN on one-pixel outputs, and the fused SGD step
+        # would otherwise copy a channels_last kernel to a plain one and back on every step.
+        super()._apply(fn, recurse)
+        self.weight.data = self.weight.data.contiguous()
+        return self
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int, one_pixel: bool) -> nn.Conv2d:
@@ -155,8 +185,11 @@ class ResNet18(nn.Module):
         widths = ((64, 1), (128, 2), (256, 2), (512, 2))
         cin = 64
         for i, (cout, stride) in enumerate(widths, start=1):
+            # Only layer4's outputs are one pixel (on 28x28 digits); the other stages keep
+            # nn.Conv2d, whose kernels oneDNN wants channels_last.
+            small = one_pixel and i == len(widths)
             setattr(self, f"layer{i}", nn.Sequential(
-                BasicBlock(cin, cout, stride, one_pixel), BasicBlock(cout, cout, 1, one_pixel)))
+                BasicBlock(cin, cout, stride, small), BasicBlock(cout, cout, 1, small)))
             cin = cout
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512, classes)
